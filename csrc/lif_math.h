@@ -1,0 +1,165 @@
+// Per-neuron math of the leaky integrate-and-fire neuron (../shared/SPEC.md sections 1-2),
+// written once and compiled by both the C++ CPU kernels and the CUDA kernels, so the CPU tests
+// exercise exactly the arithmetic the GPU runs. Everything here is branch-free on data
+// (ternaries on values compile to selects) so the CPU loops vectorize.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SNN_HD __host__ __device__ __forceinline__
+#else
+#define SNN_HD inline
+#endif
+
+namespace snnkernels {
+
+// Ids shared with snnkernels/surrogate.py (SURROGATE_IDS there).
+enum class Surrogate : int64_t {
+  ATan = 0,             // (alpha/2) / (1 + (pi/2 * alpha * z)^2)      p0 = alpha/2, p1 = pi/2*alpha
+  FastSigmoid = 1,      // 1 / (k|z| + 1)^2                             p0 = k
+  Sigmoid = 2,          // k e^{-kz} / (e^{-kz} + 1)^2 (computed as k e^{-k|z|}/(1+e^{-k|z|})^2)
+  SpikeRateEscape = 3,  // k exp(-beta |z - 1|)                         p0 = beta, p1 = k
+  Triangular = 4,       // +t where z < 0, -t where z >= 0             p0 = t
+  StraightThrough = 5,  // 1
+  Heaviside = 6,        // H(z)
+};
+
+// Ids shared with snnkernels/lif.py (RESET_IDS there).
+enum class Reset : int64_t { Subtract = 0, Zero = 1, None = 2 };
+
+SNN_HD float math_exp(float v) {
+#if defined(__CUDA_ARCH__)
+  return expf(v);
+#else
+  return __builtin_expf(v);
+#endif
+}
+SNN_HD double math_exp(double v) {
+#if defined(__CUDA_ARCH__)
+  return exp(v);
+#else
+  return __builtin_exp(v);
+#endif
+}
+template <typename T>
+SNN_HD T math_abs(T v) {
+  return v < T(0) ? -v : v;
+}
+
+// H(z) with a strict >: U == threshold does not fire. NaN does not fire either.
+template <typename T>
+SNN_HD T heaviside(T z) {
+  return z > T(0) ? T(1) : T(0);
+}
+
+// beta' = clamp(beta, 0, 1); NaN stays NaN like torch.clamp.
+template <typename T>
+SNN_HD T clamp01(T b) {
+  return b < T(0) ? T(0) : (b > T(1) ? T(1) : b);
+}
+
+// d clamp(beta)/d beta as torch.clamp's backward computes it: 1 inside [0, 1] (inclusive).
+template <typename T>
+SNN_HD T clamp01_grad(T b) {
+  return (b >= T(0) && b <= T(1)) ? T(1) : T(0);
+}
+
+// sigma'(z), z = U - theta. p0/p1 are the constants precomputed in double on the host
+// (SurrogateConstants in lif_kernel.h) so no transcendental of a parameter runs per element.
+template <Surrogate S, typename T>
+SNN_HD T surrogate_grad(T z, T p0, T p1) {
+  if constexpr (S == Surrogate::ATan) {
+    const T v = p1 * z;
+    return p0 / (T(1) + v * v);
+  } else if constexpr (S == Surrogate::FastSigmoid) {
+    const T d = p0 * math_abs(z) + T(1);
+    return T(1) / (d * d);
+  } else if constexpr (S == Surrogate::Sigmoid) {
+    // Even function: using |z| keeps e^{-k|z|} <= 1, so it never overflows (snnTorch's
+    // e^{-kz} form gives inf/inf = NaN in float32 for z < -3.5 at k = 25).
+    const T e = math_exp(-p0 * math_abs(z));
+    const T d = e + T(1);
+    return p0 * e / (d * d);
+  } else if constexpr (S == Surrogate::SpikeRateEscape) {
+    return p1 * math_exp(-p0 * math_abs(z - T(1)));
+  } else if constexpr (S == Surrogate::Triangular) {
+    return z >= T(0) ? -p0 : p0;
+  } else if constexpr (S == Surrogate::StraightThrough) {
+    return T(1);
+  } else {
+    return heaviside(z);
+  }
+}
+
+// One forward step. u_prev is the membrane the previous step returned (or mem0).
+// Returns the membrane before this step's own reset (h in the backward); writes the spike and,
+// with reset_delay=False, the membrane after the immediate reset into *u_out.
+template <Reset R, bool kResetDelay, typename T>
+SNN_HD T lif_step(T x, T u_prev, T beta_c, T thr, T graded, T* spk, T* u_out) {
+  const T reset = heaviside(u_prev - thr);  // detached reset signal R_t
+  T h;
+  if constexpr (R == Reset::Subtract) {
+    h = beta_c * u_prev + x - reset * thr;
+  } else if constexpr (R == Reset::Zero) {
+    h = beta_c * ((T(1) - reset) * u_prev) + x;
+  } else {
+    h = beta_c * u_prev + x;
+  }
+  const T fired = heaviside(h - thr);
+  *spk = graded * fired;
+  T u = h;
+  if constexpr (!kResetDelay) {
+    const T d = fired - reset;  // snnTorch: spk / graded - reset
+    if constexpr (R == Reset::Subtract) {
+      u = h - d * thr;
+    } else if constexpr (R == Reset::Zero) {
+      u = h - d * h;
+    }
+  }
+  *u_out = u;
+  return h;
+}
+
+// Gradients of one step, walked backwards in time. Inputs: the saved membranes (h = before this
+// step's own reset, u_prev = what the previous step returned), upstream grads of the outputs
+// (g_spk, g_mem) and `carry` = dL/du_t arriving from step t+1. Outputs: dL/dx_t (return value),
+// the new carry dL/du_{t-1}, and additions to the per-neuron parameter gradients.
+template <Surrogate S, Reset R, bool kResetDelay, typename T>
+SNN_HD T lif_step_backward(T h, T u_prev, T g_spk, T g_mem, T beta_c, T thr, T graded, T p0,
+                           T p1, T* carry, T* d_beta, T* d_thr, T* d_graded) {
+  const T z = h - thr;
+  const T sg = surrogate_grad<S>(z, p0, p1);
+  const T fired = heaviside(z);
+  const T reset = heaviside(u_prev - thr);
+  const T g_u = g_mem + *carry;  // dL/d(returned membrane)
+  T g_h;
+  T thr_acc = T(0);
+  if constexpr (kResetDelay || R == Reset::None) {
+    g_h = g_u;
+  } else if constexpr (R == Reset::Subtract) {
+    // u = h - (H(h - thr) - R) * thr, surrogate through H, R detached.
+    const T d = fired - reset;
+    g_h = g_u * (T(1) - thr * sg);
+    thr_acc = g_u * (thr * sg - d);
+  } else {
+    // u = h - (H(h - thr) - R) * h
+    const T d = fired - reset;
+    g_h = g_u * (T(1) - d - h * sg);
+    thr_acc = g_u * (h * sg);
+  }
+  const T g_fire = g_spk * graded * sg;  // through S = graded * H(h - thr)
+  g_h = g_h + g_fire;
+  thr_acc = thr_acc - g_fire;
+  const T keep = (R == Reset::Zero) ? (T(1) - reset) : T(1);
+  if constexpr (R == Reset::Subtract) {
+    thr_acc = thr_acc - g_h * reset;  // the -R*thr term of h
+  }
+  *carry = g_h * beta_c * keep;
+  *d_beta = *d_beta + g_h * keep * u_prev;
+  *d_thr = *d_thr + thr_acc;
+  *d_graded = *d_graded + g_spk * fired;
+  return g_h;
+}
+
+}  // namespace snnkernels

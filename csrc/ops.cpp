@@ -1,0 +1,77 @@
+// The one place the op schemas are declared. Kernels register implementations per device in
+// cpu/ and cuda/; autograd and fake (meta) implementations live in Python (snnkernels/_ops.py).
+#include <torch/library.h>
+
+#include <atomic>
+#include <string>
+
+#include "debug_poison.h"
+
+#ifndef SNNKERNELS_TORCH_VERSION
+#define SNNKERNELS_TORCH_VERSION "unknown"
+#endif
+#ifndef SNNKERNELS_CUDA_ARCHS
+#define SNNKERNELS_CUDA_ARCHS ""
+#endif
+
+#ifdef SNNKERNELS_PYTHON_MODULE
+#include <Python.h>
+// Importing snnkernels._C as a Python module loads this library, which runs the static
+// registrations below. The module itself is empty. (CMake builds for C++ users omit this.)
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+#endif
+
+namespace snnkernels {
+
+static std::atomic<bool> poison_outputs{false};
+
+bool debug_poison_enabled() { return poison_outputs.load(std::memory_order_relaxed); }
+
+static void set_debug_poison(bool enabled) { poison_outputs.store(enabled); }
+
+// A JSON object; parsed by snnkernels.build_info().
+static std::string build_info() {
+  std::string info = "{\"torch\": \"" SNNKERNELS_TORCH_VERSION "\", \"cuda\": ";
+#ifdef SNNKERNELS_WITH_CUDA
+  info += "true, \"cuda_archs\": \"" SNNKERNELS_CUDA_ARCHS "\"";
+#else
+  info += "false, \"cuda_archs\": \"\"";
+#endif
+#ifdef _OPENMP
+  info += ", \"openmp\": true}";
+#else
+  info += ", \"openmp\": false}";
+#endif
+  return info;
+}
+
+TORCH_LIBRARY(snnkernels, m) {
+  // x [T, M] contiguous; mem0 [M] or None; beta/threshold/graded: 1-D with P elements, P a
+  // divisor of M, neuron n using element n % P (P = 1: scalar, P = N: per neuron of the last
+  // dims, P = M: per element); in the accumulation dtype (float32 for float32/half/bfloat16 x,
+  // float64 for float64 x). pre_reset is the membrane before the same-step reset: [T, M] when
+  // reset_delay is false, empty otherwise (it then equals mem). The surrogate arguments are not
+  // used by the forward; they are here so the autograd formula sees them.
+  m.def(
+      "lif_forward(Tensor x, Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, "
+      "int surrogate, float p0, float p1, int reset, bool reset_delay) "
+      "-> (Tensor spk, Tensor mem, Tensor pre_reset)");
+  // grad_spk / grad_mem: [T, M], a 1-element tensor broadcast to [T, M], or None (zero).
+  // Returns grad_x [T, M] and grad_mem0 [M]; with param_grads, the gradients of beta (clamp
+  // mask applied), threshold and graded in their own shapes, summed in a fixed order (time, then
+  // neurons ascending) so the bits never depend on the thread count; else three empty tensors.
+  m.def(
+      "lif_backward(Tensor? grad_spk, Tensor? grad_mem, Tensor mem, Tensor pre_reset, "
+      "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
+      "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
+      "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
+  m.def("build_info() -> str", &build_info);
+  // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
+  // kernel forgets to write shows up.
+  m.def("set_debug_poison(bool enabled) -> ()", &set_debug_poison);
+}
+
+}  // namespace snnkernels

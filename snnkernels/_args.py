@@ -1,0 +1,77 @@
+"""Validation of the arguments every public LIF entry point shares (the fused op and the
+reference), so both raise the same clear errors naming the argument."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+RESET_IDS = {"subtract": 0, "zero": 1, "none": 2}  # shared with csrc/lif_math.h (enum Reset)
+
+
+def check_x(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, *batch], got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError("x must have a leading time dimension: shape [T, *batch], got a 0-dim tensor")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_neuron_param(value, name: str, x: torch.Tensor):
+    """A Python number, or a tensor broadcastable to x.shape[1:] on x's device (a 0-dim CPU
+    tensor is also accepted, as torch accepts CPU scalars)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a float or a tensor, got bool")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    batch = tuple(x.shape[1:])
+    if not broadcasts_to(tuple(value.shape), batch):
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} does not broadcast to the neuron shape "
+            f"x.shape[1:] = {batch}"
+        )
+    if value.device != x.device and not (value.dim() == 0 and value.device.type == "cpu"):
+        raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
+    return value
+
+
+def check_mem0(mem0, x: torch.Tensor):
+    if mem0 is None:
+        return None
+    if not isinstance(mem0, torch.Tensor):
+        raise TypeError(f"mem0 must be None or a tensor, got {type(mem0).__name__}")
+    if not mem0.is_floating_point():
+        raise TypeError(f"mem0 must be a floating-point tensor, got dtype {mem0.dtype}")
+    batch = tuple(x.shape[1:])
+    if not broadcasts_to(tuple(mem0.shape), batch):
+        raise ValueError(
+            f"mem0 of shape {tuple(mem0.shape)} does not broadcast to x.shape[1:] = {batch}"
+        )
+    if mem0.device != x.device:
+        raise ValueError(f"mem0 is on {mem0.device} but x is on {x.device}")
+    return mem0
+
+
+def check_reset(reset_mechanism, reset_delay) -> int:
+    if reset_mechanism not in RESET_IDS:
+        raise ValueError(
+            f"reset_mechanism must be one of {sorted(RESET_IDS)}, got {reset_mechanism!r}"
+        )
+    if not isinstance(reset_delay, bool):
+        raise TypeError(f"reset_delay must be a bool, got {type(reset_delay).__name__}")
+    return RESET_IDS[reset_mechanism]
+
+
+def broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """True when `shape` broadcasts to exactly `target` (the target never grows)."""
+    if len(shape) > len(target):
+        return all(s == 1 for s in shape[: len(shape) - len(target)]) and broadcasts_to(
+            shape[len(shape) - len(target) :], target
+        )
+    return all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))

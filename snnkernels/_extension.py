@@ -1,0 +1,36 @@
+"""Loads the compiled op library and reports what it was built with."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (importing registers the torch.ops.snnkernels ops)
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "snnkernels' compiled extension (snnkernels._C) is missing or does not match this torch "
+        f"({torch.__version__}). Rebuild it with `pip install --no-build-isolation -e .` in the "
+        f"source tree. Original error: {exc}"
+    ) from exc
+
+
+@functools.lru_cache(maxsize=None)
+def build_info() -> dict:
+    """What the extension was compiled with: {'torch', 'cuda', 'cuda_archs', 'openmp'}."""
+    return json.loads(torch.ops.snnkernels.build_info())
+
+
+def check_device_supported(t: torch.Tensor, name: str) -> None:
+    """A CUDA tensor given to a CPU-only build gets an error that says so."""
+    if t.device.type == "cuda" and not build_info()["cuda"]:
+        raise RuntimeError(
+            f"{name} is a CUDA tensor, but this snnkernels build is CPU-only "
+            f"(built against torch {build_info()['torch']} without a CUDA toolkit). Rebuild with "
+            "a CUDA toolkit and a CUDA build of torch: SNNKERNELS_CUDA=1 pip install "
+            "--no-build-isolation -e ."
+        )
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"{name} is on {t.device}; snnkernels supports cpu and cuda tensors")

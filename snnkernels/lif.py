@@ -1,0 +1,92 @@
+"""snnkernels.lif: the fused multi-step leaky integrate-and-fire neuron."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _args, _extension, _ops  # noqa: F401  (_ops registers autograd)
+from . import surrogate as _surrogate
+
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def lif(
+    x,
+    beta,
+    threshold=1.0,
+    mem0=None,
+    *,
+    surrogate=None,
+    reset_mechanism="subtract",
+    reset_delay=True,
+    graded_spikes_factor=1.0,
+):
+    """Runs a leaky integrate-and-fire neuron over all T steps of x in one fused kernel, and its
+    surrogate-gradient BPTT backward in another. Computes what snnTorch 1.0.0's Leaky computes
+    when called once per time step (../shared/SPEC.md section 1).
+
+    x: [T, *batch], time-major; float32/float64 on CPU, float32/float16/bfloat16 on CUDA
+       (float32 arithmetic inside). Any strides (non-contiguous input is copied once).
+    beta, threshold, graded_spikes_factor: float, 0-dim tensor, or tensor broadcastable to
+       x.shape[1:]; differentiable when a tensor requires grad. beta is clamped to [0, 1] in the
+       forward (its gradient is 0 outside).
+    mem0: initial membrane broadcastable to x.shape[1:] (zeros when None); differentiable.
+    surrogate: None (atan(alpha=2.0)) or an object from snnkernels.surrogate.
+    reset_mechanism: "subtract" | "zero" | "none"; reset_delay: as snnTorch's.
+    Returns (spk, mem), both shaped like x: spikes and the membrane at every step.
+    """
+    _args.check_x(x)
+    beta = _args.check_neuron_param(beta, "beta", x)
+    threshold = _args.check_neuron_param(threshold, "threshold", x)
+    graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", x)
+    mem0 = _args.check_mem0(mem0, x)
+    reset_id = _args.check_reset(reset_mechanism, reset_delay)
+    sg = _surrogate.resolve(surrogate)
+    _extension.check_device_supported(x, "x")
+    allowed = CUDA_DTYPES if x.device.type == "cuda" else CPU_DTYPES
+    if x.dtype not in allowed:
+        raise TypeError(
+            f"x has dtype {x.dtype}; on {x.device.type} snnkernels.lif supports "
+            f"{', '.join(str(d) for d in allowed)}"
+        )
+
+    steps, batch = x.shape[0], tuple(x.shape[1:])
+    m = 1
+    for s in batch:
+        m *= s
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x2 = x.reshape(steps, m).contiguous()
+    mem0_2 = None if mem0 is None else mem0.to(x.dtype).expand(batch).reshape(m).contiguous()
+    p0, p1 = sg.constants()
+    spk, mem, _ = torch.ops.snnkernels.lif_forward(
+        x2,
+        mem0_2,
+        _as_kernel_param(beta, batch, m, acc, x.device),
+        _as_kernel_param(threshold, batch, m, acc, x.device),
+        _as_kernel_param(graded, batch, m, acc, x.device),
+        sg.kind,
+        p0,
+        p1,
+        reset_id,
+        reset_delay,
+    )
+    return spk.view(x.shape), mem.view(x.shape)
+
+
+def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> torch.Tensor:
+    """The kernels take a parameter as P values, neuron n using value n % P. A scalar is P = 1,
+    a tensor over the trailing neuron dims (e.g. [N] for x [T, B, N]) is P = N, anything else
+    is expanded to every neuron (P = M). Keeping P small keeps the gradient reduction inside the
+    kernel (deterministic) and avoids materializing an expanded copy."""
+    if not isinstance(value, torch.Tensor):
+        return torch.full((1,), value, dtype=acc, device=device)
+    value = value.to(device=device, dtype=acc)
+    shape = list(value.shape)
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    if value.numel() == 1:
+        return value.reshape(1)
+    if tuple(shape) == batch[len(batch) - len(shape):]:
+        return value.reshape(-1).contiguous()
+    return value.expand(batch).reshape(m).contiguous()

@@ -1,0 +1,138 @@
+"""Surrogate gradients: the forward of a spike is always H(U - threshold) (strict >); the
+backward replaces H' by sigma'(z), z = U - threshold. Formulas and defaults are snnTorch 1.0.0's
+(../shared/SPEC.md section 2); each factory here has the name and arguments of its snnTorch twin.
+
+One deliberate difference: sigmoid's sigma' is computed as k e^{-k|z|} / (1 + e^{-k|z|})^2, which
+is the same function, but never overflows; snnTorch's e^{-kz} form returns NaN in float32 for
+z < -3.5 at k = 25.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+# Ids shared with csrc/lif_math.h (enum class Surrogate).
+SURROGATE_IDS = {
+    "atan": 0,
+    "fast_sigmoid": 1,
+    "sigmoid": 2,
+    "spike_rate_escape": 3,
+    "triangular": 4,
+    "straight_through_estimator": 5,
+    "heaviside": 6,
+}
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate spike gradient: its snnTorch name and user-facing parameters."""
+
+    name: str
+    params: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def kind(self) -> int:
+        return SURROGATE_IDS[self.name]
+
+    def param(self, key: str) -> float:
+        return dict(self.params)[key]
+
+    def constants(self) -> tuple[float, float]:
+        """(p0, p1) as the kernels take them (see csrc/lif_math.h), computed in double once."""
+        if self.name == "atan":
+            alpha = self.param("alpha")
+            return alpha / 2.0, math.pi / 2.0 * alpha
+        if self.name in ("fast_sigmoid", "sigmoid"):
+            return self.param("slope"), 0.0
+        if self.name == "spike_rate_escape":
+            return self.param("beta"), self.param("slope")
+        if self.name == "triangular":
+            return self.param("threshold"), 0.0
+        return 0.0, 0.0
+
+    def grad(self, z: torch.Tensor) -> torch.Tensor:
+        """sigma'(z) in plain torch: the reference implementation's formula."""
+        p0, p1 = self.constants()
+        if self.name == "atan":
+            return p0 / (1.0 + (p1 * z) ** 2)
+        if self.name == "fast_sigmoid":
+            return 1.0 / (p0 * z.abs() + 1.0) ** 2
+        if self.name == "sigmoid":
+            e = torch.exp(-p0 * z.abs())
+            return p0 * e / (e + 1.0) ** 2
+        if self.name == "spike_rate_escape":
+            return p1 * torch.exp(-p0 * (z - 1.0).abs())
+        if self.name == "triangular":
+            return torch.where(z >= 0, -p0, p0).to(z.dtype)
+        if self.name == "straight_through_estimator":
+            return torch.ones_like(z)
+        return (z > 0).to(z.dtype)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params)
+        return f"snnkernels.surrogate.{self.name}({args})"
+
+
+def _check(name: str, value, *, factory: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{factory}(): {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{factory}(): {name} must be finite and >= 0, got {value}")
+    return value
+
+
+def atan(alpha: float = 2.0) -> Surrogate:
+    """sigma'(z) = (alpha/2) / (1 + (pi/2 * alpha * z)^2). snnTorch's default spike_grad."""
+    return Surrogate("atan", (("alpha", _check("alpha", alpha, factory="atan")),))
+
+
+def fast_sigmoid(slope: float = 25) -> Surrogate:
+    """sigma'(z) = 1 / (slope * |z| + 1)^2."""
+    return Surrogate("fast_sigmoid", (("slope", _check("slope", slope, factory="fast_sigmoid")),))
+
+
+def sigmoid(slope: float = 25) -> Surrogate:
+    """sigma'(z) = slope * e^{-slope z} / (e^{-slope z} + 1)^2."""
+    return Surrogate("sigmoid", (("slope", _check("slope", slope, factory="sigmoid")),))
+
+
+def spike_rate_escape(beta: float = 1, slope: float = 25) -> Surrogate:
+    """sigma'(z) = slope * exp(-beta * |z - 1|)."""
+    f = "spike_rate_escape"
+    return Surrogate(f, (("beta", _check("beta", beta, factory=f)), ("slope", _check("slope", slope, factory=f))))
+
+
+def triangular(threshold: float = 1) -> Surrogate:
+    """sigma'(z) = +threshold where z < 0, -threshold where z >= 0 (snnTorch's code, sign flip
+    included, reproduced for parity)."""
+    return Surrogate("triangular", (("threshold", _check("threshold", threshold, factory="triangular")),))
+
+
+def straight_through_estimator() -> Surrogate:
+    """sigma'(z) = 1."""
+    return Surrogate("straight_through_estimator")
+
+
+def heaviside() -> Surrogate:
+    """sigma'(z) = H(z): the gradient passes only where the neuron fired."""
+    return Surrogate("heaviside")
+
+
+DEFAULT = atan()
+
+
+def resolve(surrogate) -> Surrogate:
+    """None -> atan(alpha=2.0); a Surrogate passes; anything else is a TypeError."""
+    if surrogate is None:
+        return DEFAULT
+    if isinstance(surrogate, Surrogate):
+        return surrogate
+    raise TypeError(
+        "surrogate must be None or one of snnkernels.surrogate."
+        f"{{{', '.join(SURROGATE_IDS)}}}(...), got {surrogate!r}"
+    )
