@@ -65,8 +65,8 @@ SNN_HD T clamp01_grad(T b) {
   return (b >= T(0) && b <= T(1)) ? T(1) : T(0);
 }
 
-// sigma'(z), z = U - theta. p0/p1 are the constants precomputed in double on the host
-// (SurrogateConstants in lif_kernel.h) so no transcendental of a parameter runs per element.
+// sigma'(z), z = U - theta. p0/p1 are constants precomputed in double on the host
+// (Surrogate.constants() in snnkernels/surrogate.py), so none is recomputed per element.
 template <Surrogate S, typename T>
 SNN_HD T surrogate_grad(T z, T p0, T p1) {
   if constexpr (S == Surrogate::ATan) {
