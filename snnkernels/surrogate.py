@@ -67,7 +67,10 @@ class Surrogate:
         if self.name == "spike_rate_escape":
             return p1 * torch.exp(-p0 * (z - 1.0).abs())
         if self.name == "triangular":
-            return torch.where(z >= 0, -p0, p0).to(z.dtype)
+            # Build the constant in z's dtype: torch.where on two Python scalars would give the
+            # default dtype (float32) and round p0 before the cast, off by ~1e-8 in float64.
+            p = torch.full_like(z, p0)
+            return torch.where(z >= 0, -p, p)
         if self.name == "straight_through_estimator":
             return torch.ones_like(z)
         return (z > 0).to(z.dtype)
