@@ -87,6 +87,10 @@ def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> t
         shape.pop(0)
     if value.numel() == 1:
         return value.reshape(1)
+    if value.numel() == 0:
+        # No neurons (a 0-size dim in x.shape[1:]): the kernels need P >= 1. The sum keeps the
+        # empty tensor in the graph, so its gradient is an empty tensor, not None.
+        return value.sum().reshape(1)
     if tuple(shape) == batch[len(batch) - len(shape):]:
         return value.reshape(-1).contiguous()
     return value.expand(batch).reshape(m).contiguous()

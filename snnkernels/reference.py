@@ -51,7 +51,8 @@ def lif(
     beta_c = torch.as_tensor(beta, dtype=x.dtype, device=x.device).clamp(0, 1)
     thr = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
     g = torch.as_tensor(graded, dtype=x.dtype, device=x.device)
-    mem = torch.zeros_like(x[0]) if mem0 is None else mem0.to(x.dtype).expand_as(x[0])
+    batch = x.shape[1:]  # not x[0]: that fails for T = 0
+    mem = x.new_zeros(batch) if mem0 is None else mem0.to(x.dtype).expand(batch)
     spikes, membranes = [], []
     for xt in x.unbind(0):
         reset = spike(mem - thr).detach()
@@ -70,6 +71,6 @@ def lif(
                 mem = mem - do_reset * mem
         spikes.append(fired * g)
         membranes.append(mem)
-    if not spikes:
-        return torch.empty_like(x), torch.empty_like(x)
+    if not spikes:  # T = 0: empty outputs that are still in the graph, so backward runs
+        return x * 0, x * 0
     return torch.stack(spikes), torch.stack(membranes)
