@@ -36,6 +36,9 @@ def _setup_context(ctx, inputs, output):
     _, mem, pre = output
     ctx.save_for_backward(mem, pre, mem0, beta, threshold, graded)
     ctx.args = (surrogate, p0, p1, reset, reset_delay)
+    # An unused output (often mem) then reaches the backward as None, which the kernel reads as
+    # zero, instead of as a materialized [T, M] tensor of zeros.
+    ctx.set_materialize_grads(False)
 
 
 def _compact_grad(grad):

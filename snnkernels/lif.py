@@ -8,7 +8,7 @@ from . import _args, _extension, _ops  # noqa: F401  (_ops registers autograd)
 from . import surrogate as _surrogate
 
 CPU_DTYPES = (torch.float32, torch.float64)
-CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def lif(
