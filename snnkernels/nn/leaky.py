@@ -1,0 +1,239 @@
+"""snnkernels.nn.Leaky: a drop-in for snntorch.Leaky (1.0.0) that runs the fused kernel, in
+single-step mode (snnTorch's `spk, mem = lif(x_t, mem)`) or multi-step mode (a whole [T, ...]
+sequence in one kernel call); and snnkernels.nn.LIF, the same module in multi-step mode.
+
+Differences from snnTorch (documented in docs/nn.md, none silent):
+- inhibition and state_quant raise NotImplementedError; spike_grad must be a surrogate the
+  kernels know (ours or snnTorch's factories of the same names), else TypeError.
+- Hidden state is recreated as zeros on the input's device and dtype when its shape does not
+  match (snnTorch: input's dtype, but the old state's device).
+- Setting `reset_mechanism` (or loading reset_mechanism_val from a checkpoint) changes the
+  whole update; snnTorch 1.0.0 keeps the subtract/zero/none state function chosen at
+  construction and only updates the reset_delay=False path.
+- With surrogate_disable, spikes keep the input's dtype (snnTorch's are float32 then).
+- A beta outside [0, 1] at construction warns (both clamp it in the forward, gradient 0 there).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from ..lif import lif
+from . import spike_grad as _spike_grad
+
+RESET_MECHANISMS = ("subtract", "zero", "none")  # index = reset_mechanism_val, as snnTorch's
+STEP_MODES = ("single", "multi")
+
+
+class Leaky(nn.Module):
+    """First-order leaky integrate-and-fire neuron, snnTorch's constructor and call conventions.
+
+    step_mode="single" (default): forward(x_t, mem=None) takes one time step [*batch].
+    step_mode="multi": forward(x, mem=None) takes a time-major sequence [T, *batch] and returns
+    spikes and membrane at every step ([T, *batch]); `mem` is then the initial membrane
+    [*batch]. forward_sequence(x, mem) runs a sequence in either mode.
+    Without init_hidden: returns (spk, mem). With init_hidden: returns spk (or (spk, mem) with
+    output=True) and keeps the state in self.mem; passing mem is then a TypeError.
+    As in snnTorch, the state (passed or stored) restarts from zeros when its shape differs
+    from the input's neuron shape; e.g. init_leaky() returns an empty tensor for that purpose.
+    """
+
+    def __init__(
+        self,
+        beta,
+        threshold=1.0,
+        spike_grad=None,
+        surrogate_disable=False,
+        init_hidden=False,
+        inhibition=False,
+        learn_beta=False,
+        learn_threshold=False,
+        reset_mechanism="subtract",
+        state_quant=False,
+        output=False,
+        graded_spikes_factor=1.0,
+        learn_graded_spikes_factor=False,
+        reset_delay=True,
+        *,
+        step_mode="single",
+    ):
+        super().__init__()
+        if inhibition:
+            raise NotImplementedError(
+                "snnkernels.nn.Leaky: inhibition=True is not supported by the fused kernels; "
+                "keep snntorch.Leaky for this layer")
+        if state_quant:
+            raise NotImplementedError(
+                "snnkernels.nn.Leaky: state_quant is not supported by the fused kernels; "
+                "keep snntorch.Leaky for this layer")
+        if reset_mechanism not in RESET_MECHANISMS:
+            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
+        if not isinstance(reset_delay, bool):
+            raise TypeError(f"reset_delay must be a bool, got {type(reset_delay).__name__}")
+        if step_mode not in STEP_MODES:
+            raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+
+        self.surrogate_disable = surrogate_disable
+        self.spike_grad = spike_grad  # resolved by the property setter below
+        self.init_hidden = init_hidden
+        self.inhibition = inhibition
+        self.output = output
+        self.state_quant = state_quant
+        self.reset_delay = reset_delay
+        self.step_mode = step_mode
+        # Registration order as snnTorch's, so state_dict keys come in the same order.
+        self._register("threshold", threshold, learn_threshold)
+        self._register("graded_spikes_factor", graded_spikes_factor, learn_graded_spikes_factor)
+        self.register_buffer("reset_mechanism_val",
+                             torch.as_tensor(RESET_MECHANISMS.index(reset_mechanism)))
+        self._reset_mechanism = reset_mechanism
+        self._register("beta", beta, learn_beta)
+        _warn_if_outside_unit_interval(self.beta)
+        self.register_buffer("mem", torch.zeros(0), persistent=False)
+
+    def _register(self, name: str, value, learnable: bool) -> None:
+        """A parameter when learnable, else a buffer (as snnTorch: no copy of a tensor)."""
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        if learnable:
+            setattr(self, name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
+
+    # ---- attributes users touch ------------------------------------------------------------
+
+    @property
+    def spike_grad(self):
+        """What was given (None means atan(alpha=2.0)); self.surrogate is what the kernel runs."""
+        return self._spike_grad
+
+    @spike_grad.setter
+    def spike_grad(self, value) -> None:
+        self.surrogate = _spike_grad.resolve(value, self.surrogate_disable)
+        self._spike_grad = value
+
+    @property
+    def reset_mechanism(self) -> str:
+        return self._reset_mechanism
+
+    @reset_mechanism.setter
+    def reset_mechanism(self, value: str) -> None:
+        if value not in RESET_MECHANISMS:
+            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
+        self.reset_mechanism_val = torch.as_tensor(
+            RESET_MECHANISMS.index(value), device=self.reset_mechanism_val.device)
+        self._reset_mechanism = value
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # A checkpoint's reset_mechanism_val decides the mechanism (snnTorch reads it too).
+        self._reset_mechanism = RESET_MECHANISMS[int(self.reset_mechanism_val)]
+
+    def reset_mem(self) -> torch.Tensor:
+        self.mem = torch.zeros_like(self.mem)
+        return self.mem
+
+    def init_leaky(self) -> torch.Tensor:
+        """Deprecated in snnTorch, use reset_mem."""
+        return self.reset_mem()
+
+    def detach_hidden(self) -> None:
+        """Cuts the stored state from the graph (truncated BPTT)."""
+        self.mem = self.mem.detach()
+
+    def extra_repr(self) -> str:
+        return (f"surrogate={self.surrogate!r}, reset_mechanism={self.reset_mechanism!r}, "
+                f"reset_delay={self.reset_delay}, init_hidden={self.init_hidden}, "
+                f"step_mode={self.step_mode!r}")
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward(self, input_, mem=None):
+        if self.step_mode == "multi":
+            return self.forward_sequence(input_, mem)
+        _check_tensor(input_)
+        if self._looks_like(input_.shape[1:]):
+            warnings.warn(
+                f"snnkernels.nn.Leaky (single-step mode): input of shape {tuple(input_.shape)} "
+                f"looks like a [T, ...] sequence for the state of shape {tuple(self.mem.shape)}; "
+                "it is run as ONE step with dim 0 as a batch dim. Use forward_sequence(x) or "
+                "step_mode='multi' for sequences.", stacklevel=2)
+        mem0 = self._initial_mem(input_.shape, input_, mem)
+        spk, mem_out = self._run(input_.unsqueeze(0), mem0)
+        self.mem = mem_out[0]
+        return self._outputs(spk[0], self.mem)
+
+    def forward_sequence(self, x, mem=None):
+        """Runs x [T, *batch] through the fused kernel; mem is the initial membrane [*batch].
+        Returns spikes and membrane at every step; self.mem keeps the last membrane."""
+        _check_tensor(x)
+        if x.dim() < 1:
+            raise ValueError("forward_sequence expects a time-major input [T, *batch], got a "
+                             "0-dim tensor")
+        if x.dim() >= 2 and self._looks_like(x.shape):
+            warnings.warn(
+                f"snnkernels.nn.Leaky (multi-step): input of shape {tuple(x.shape)} has the "
+                f"shape of the state, i.e. looks like ONE step; it is run as a sequence over "
+                "dim 0. Use step_mode='single' to feed one step at a time.", stacklevel=2)
+        mem0 = self._initial_mem(x.shape[1:], x, mem)
+        spk, mem_out = self._run(x, mem0)
+        self.mem = mem_out[-1] if x.shape[0] > 0 else mem0
+        return self._outputs(spk, mem_out)
+
+    def _looks_like(self, shape) -> bool:
+        return self.mem.numel() > 0 and tuple(shape) == tuple(self.mem.shape)
+
+    def _initial_mem(self, shape, x, mem):
+        """The membrane to start from: as snnTorch, a passed or stored state whose shape is not
+        the neuron shape is replaced by zeros (created here, on x's device and dtype)."""
+        if mem is not None:
+            if self.init_hidden:
+                raise TypeError(
+                    "`mem` should not be passed as an argument while `init_hidden=True`")
+            _check_tensor(mem, "mem")
+            if mem.numel() > 0 and tuple(mem.shape) != tuple(shape):
+                warnings.warn(
+                    f"snnkernels.nn.Leaky: mem of shape {tuple(mem.shape)} does not match the "
+                    f"neuron shape {tuple(shape)}; starting from zeros (as snnTorch does)",
+                    stacklevel=3)
+            self.mem = mem
+        if tuple(self.mem.shape) != tuple(shape):
+            return torch.zeros(shape, dtype=x.dtype, device=x.device)
+        return self.mem
+
+    def _run(self, x, mem0):
+        spk, mem = lif(x, self.beta, self.threshold, mem0, surrogate=self.surrogate,
+                       reset_mechanism=self._reset_mechanism, reset_delay=self.reset_delay,
+                       graded_spikes_factor=self.graded_spikes_factor)
+        return spk, mem
+
+    def _outputs(self, spk, mem):
+        if self.init_hidden and not self.output:
+            return spk
+        return spk, mem
+
+
+class LIF(Leaky):
+    """Leaky in multi-step mode: forward(x [T, *batch], mem0=None) -> (spk, mem), both
+    [T, *batch], one fused kernel call per sequence. Same constructor as Leaky."""
+
+    def __init__(self, beta, *args, **kwargs):
+        kwargs.setdefault("step_mode", "multi")
+        super().__init__(beta, *args, **kwargs)
+
+
+def _check_tensor(value, name: str = "input") -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _warn_if_outside_unit_interval(beta: torch.Tensor) -> None:
+    with torch.no_grad():
+        outside = beta.numel() > 0 and bool(((beta < 0) | (beta > 1)).any())
+    if outside:
+        warnings.warn(
+            "snnkernels.nn.Leaky: beta has values outside [0, 1]; the forward clamps it to "
+            "[0, 1] (as snnTorch does) and its gradient is 0 where it is clamped", stacklevel=3)
