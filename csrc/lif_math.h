@@ -28,6 +28,9 @@ enum class Surrogate : int64_t {
 // Ids shared with snnkernels/lif.py (RESET_IDS there).
 enum class Reset : int64_t { Subtract = 0, Zero = 1, None = 2 };
 
+// Sparse-gradient masks (SPEC section 3); ids shared with snnkernels/sparse.py (MASK_IDS there).
+enum class Mask : int64_t { None = 0, TopK = 1, ActiveWindow = 2 };
+
 SNN_HD float math_exp(float v) {
 #if defined(__CUDA_ARCH__)
   return expf(v);
@@ -121,36 +124,57 @@ SNN_HD T lif_step(T x, T u_prev, T beta_c, T thr, T graded, T* spk, T* u_out) {
   return h;
 }
 
-// Gradients of one step, walked backwards in time. Inputs: the saved membranes (h = before this
-// step's own reset, u_prev = what the previous step returned), upstream grads of the outputs
-// (g_spk, g_mem) and `carry` = dL/du_t arriving from step t+1. Outputs: dL/dx_t (return value),
-// the new carry dL/du_{t-1}, and additions to the per-neuron parameter gradients.
-template <Surrogate S, Reset R, bool kResetDelay, typename T>
-SNN_HD T lif_step_backward(T h, T u_prev, T g_spk, T g_mem, T beta_c, T thr, T graded, T p0,
-                           T p1, T* carry, T* d_beta, T* d_thr, T* d_graded) {
-  const T z = h - thr;
-  const T sg = surrogate_grad<S>(z, p0, p1);
-  const T fired = heaviside(z);
+// The backward of one step is split in two so that a sparse-gradient mask (snnkernels.sparse,
+// SPEC section 3) can act on dL/dh between them: lif_step_grad_h gives g_h = dL/dh_t (h = the
+// membrane before this step's own reset; g_h is also dL/dx_t, since dh/dx = 1), and
+// lif_step_grad_carry turns a (possibly masked) g_h into the carry dL/du_{t-1} and the beta and
+// threshold terms of h. `sg` is sigma'(h - thr), computed by the caller (a window may zero it).
+//
+// kLeakOnly (ActiveWindow): the same-step reset of reset_delay=False is treated as detached, like
+// R_t always is, so no surrogate term flows through a reset: gradient through time follows the
+// leak beta' (and the zero-reset factor) only.
+template <Reset R, bool kResetDelay, bool kLeakOnly, typename T>
+SNN_HD T lif_step_grad_h(T h, T u_prev, T g_spk, T g_mem, T thr, T graded, T sg, T carry,
+                         T* thr_acc, T* d_graded) {
+  const T fired = heaviside(h - thr);
   const T reset = heaviside(u_prev - thr);
-  const T g_u = g_mem + *carry;  // dL/d(returned membrane)
+  const T g_u = g_mem + carry;  // dL/d(returned membrane)
   T g_h;
-  T thr_acc = T(0);
+  T acc = T(0);
   if constexpr (kResetDelay || R == Reset::None) {
     g_h = g_u;
   } else if constexpr (R == Reset::Subtract) {
-    // u = h - (H(h - thr) - R) * thr, surrogate through H, R detached.
+    // u = h - (H(h - thr) - R) * thr, surrogate through H (unless leak-only), R detached.
     const T d = fired - reset;
-    g_h = g_u * (T(1) - thr * sg);
-    thr_acc = g_u * (thr * sg - d);
+    if constexpr (kLeakOnly) {
+      g_h = g_u;
+      acc = -(g_u * d);
+    } else {
+      g_h = g_u * (T(1) - thr * sg);
+      acc = g_u * (thr * sg - d);
+    }
   } else {
     // u = h - (H(h - thr) - R) * h
     const T d = fired - reset;
-    g_h = g_u * (T(1) - d - h * sg);
-    thr_acc = g_u * (h * sg);
+    if constexpr (kLeakOnly) {
+      g_h = g_u * (T(1) - d);
+    } else {
+      g_h = g_u * (T(1) - d - h * sg);
+      acc = g_u * (h * sg);
+    }
   }
   const T g_fire = g_spk * graded * sg;  // through S = graded * H(h - thr)
-  g_h = g_h + g_fire;
-  thr_acc = thr_acc - g_fire;
+  *thr_acc = acc - g_fire;
+  *d_graded = *d_graded + g_spk * fired;
+  return g_h + g_fire;
+}
+
+// From g_h = dL/dh_t: the carry dL/du_{t-1} and the beta and threshold terms of
+// h = beta' * keep * u_prev + x - R * thr (thr_acc from lif_step_grad_h is added to d_thr here).
+template <Reset R, typename T>
+SNN_HD void lif_step_grad_carry(T g_h, T u_prev, T beta_c, T thr, T thr_acc, T* carry,
+                                T* d_beta, T* d_thr) {
+  const T reset = heaviside(u_prev - thr);
   const T keep = (R == Reset::Zero) ? (T(1) - reset) : T(1);
   if constexpr (R == Reset::Subtract) {
     thr_acc = thr_acc - g_h * reset;  // the -R*thr term of h
@@ -158,7 +182,21 @@ SNN_HD T lif_step_backward(T h, T u_prev, T g_spk, T g_mem, T beta_c, T thr, T g
   *carry = g_h * beta_c * keep;
   *d_beta = *d_beta + g_h * keep * u_prev;
   *d_thr = *d_thr + thr_acc;
-  *d_graded = *d_graded + g_spk * fired;
+}
+
+// Gradients of one step, walked backwards in time (dense BPTT). Inputs: the saved membranes
+// (h = before this step's own reset, u_prev = what the previous step returned), upstream grads
+// of the outputs (g_spk, g_mem) and `carry` = dL/du_t arriving from step t+1. Outputs: dL/dx_t
+// (return value), the new carry dL/du_{t-1}, and additions to the per-neuron parameter
+// gradients.
+template <Surrogate S, Reset R, bool kResetDelay, typename T>
+SNN_HD T lif_step_backward(T h, T u_prev, T g_spk, T g_mem, T beta_c, T thr, T graded, T p0,
+                           T p1, T* carry, T* d_beta, T* d_thr, T* d_graded) {
+  const T sg = surrogate_grad<S>(h - thr, p0, p1);
+  T thr_acc;
+  const T g_h = lif_step_grad_h<R, kResetDelay, false>(h, u_prev, g_spk, g_mem, thr, graded, sg,
+                                                       *carry, &thr_acc, d_graded);
+  lif_step_grad_carry<R>(g_h, u_prev, beta_c, thr, thr_acc, carry, d_beta, d_thr);
   return g_h;
 }
 

@@ -69,6 +69,43 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
+  // Sparse-gradient training (snnkernels.sparse, SPEC section 3). mask: 1 = TopK (k of every
+  // row of `row` consecutive neurons, ties to the lower index; `temporal`: the carry through time
+  // sees the masked gradient too), 2 = ActiveWindow (sigma' and dL/dh only where
+  // |h - threshold| < width, same-step reset detached: through time by the leak only).
+  // lif_forward_masked computes exactly lif_forward; it exists so that its autograd formula
+  // sees the mask arguments.
+  m.def(
+      "lif_forward_masked(Tensor x, Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, "
+      "int surrogate, float p0, float p1, int reset, bool reset_delay, int mask, int row, int k, "
+      "float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset)");
+  // lif_backward with the mask applied inside. compact=False: grad_x is the masked gradient
+  // [T, M] and values/indices/row_ptr are empty. compact=True: grad_x is empty and the surviving
+  // dL/dx entries come as TopK: ELL, values [R, k], int32 indices [R, k] (neuron within the row,
+  // ascending), row_ptr empty; ActiveWindow: CSR, values [nnz], int32 indices [nnz], int64
+  // row_ptr [R + 1]; R = T * M / row rows.
+  m.def(
+      "lif_backward_masked(Tensor? grad_spk, Tensor? grad_mem, Tensor mem, Tensor pre_reset, "
+      "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
+      "float p1, int reset, bool reset_delay, bool param_grads, int mask, int row, int k, "
+      "float width, bool temporal, bool compact) -> (Tensor grad_x, Tensor grad_mem0, "
+      "Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded, Tensor values, "
+      "Tensor indices, Tensor row_ptr)");
+  // The fused synapse + neuron layer: x [T, B, F] contiguous, weight [N, F], bias [N] or None;
+  // I = x W^T + b in one GEMM for all T, then lif_forward on I viewed as [T, B * N] (no mem0).
+  // Parameters as lif_forward's, for M = B * N. Mask arguments as lif_forward_masked's (mask 0:
+  // dense), row = N.
+  m.def(
+      "linear_lif_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, Tensor threshold, "
+      "Tensor graded, int surrogate, float p0, float p1, int reset, bool reset_delay, int mask, "
+      "int k, float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset)");
+  // The synaptic backward from a compact gradient (lif_backward_masked's ELL or CSR): x [R, F],
+  // weight [N, F]. grad_x = dI W [R, F], grad_weight = dI^T x [N, F], grad_bias = column sums of
+  // dI [N], each touching only the stored entries; empty when not needed.
+  m.def(
+      "linear_sparse_backward(Tensor values, Tensor indices, Tensor row_ptr, Tensor x, "
+      "Tensor weight, bool need_x, bool need_weight, bool need_bias) -> (Tensor grad_x, "
+      "Tensor grad_weight, Tensor grad_bias)");
   m.def("build_info() -> str", &build_info);
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.

@@ -1,8 +1,9 @@
 """snnkernels: fused CPU/CUDA kernels for spiking neural networks, snnTorch-compatible."""
 
-from . import reference, surrogate
+from . import reference, sparse, surrogate
 from ._extension import build_info
 from .lif import lif
+from .linear_lif import linear_lif
 
-__all__ = ["lif", "reference", "surrogate", "build_info"]
+__all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info"]
 __version__ = "0.1.0"

@@ -75,3 +75,38 @@ def broadcasts_to(shape: tuple, target: tuple) -> bool:
             shape[len(shape) - len(target) :], target
         )
     return all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))
+
+
+def check_linear(x, weight, bias) -> None:
+    """linear_lif's x [T, B, F], weight [N, F], bias [N] or None: same dtype and device."""
+    check_x(x)
+    if x.dim() != 3:
+        raise ValueError(f"x must be [T, B, F] for linear_lif, got shape {tuple(x.shape)}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor [N, F], got {type(weight).__name__}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [N, F], got shape {tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"weight has {weight.shape[1]} input features (weight.shape[1]) but x has "
+            f"{x.shape[2]} (x.shape[2]): weight must be [N, F] for x [T, B, F]"
+        )
+    tensors = {"weight": weight}
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias must be None or a tensor [N], got {type(bias).__name__}")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape [N] = ({weight.shape[0]},), got "
+                             f"{tuple(bias.shape)}")
+        tensors["bias"] = bias
+    for name, t in tensors.items():
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but x has {x.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+
+
+def current_like(x: torch.Tensor, n: int) -> torch.Tensor:
+    """A stand-in with the shape [T, B, N] of linear_lif's current I (one element, expanded),
+    so the neuron parameters are validated against I's neuron shape [B, N]."""
+    return x.new_empty((1,)).expand(x.shape[0], x.shape[1], n)

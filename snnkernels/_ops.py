@@ -71,3 +71,128 @@ def _backward(ctx, grad_spk, grad_mem, _grad_pre):
 
 
 torch.library.register_autograd("snnkernels::lif_forward", _backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse-gradient training (snnkernels.sparse): the LIF with a masked backward, the fused
+# linear + LIF layer, and the synaptic backward from a compact gradient.
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("snnkernels::lif_forward_masked")
+def _lif_forward_masked_fake(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset,
+                             reset_delay, mask, row, k, width, temporal):
+    return _lif_forward_fake(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset,
+                             reset_delay)
+
+
+@torch.library.register_fake("snnkernels::lif_backward_masked")
+def _lif_backward_masked_fake(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
+                              surrogate, p0, p1, reset, reset_delay, param_grads, mask, row, k,
+                              width, temporal, compact):
+    dense = _lif_backward_fake(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
+                               surrogate, p0, p1, reset, reset_delay, param_grads)
+    empty_rows = mem.new_empty((0,), dtype=torch.int64)
+    if not compact:
+        return (*dense, mem.new_empty((0,)), mem.new_empty((0,), dtype=torch.int32), empty_rows)
+    rows = mem.shape[0] * (mem.shape[1] // row)
+    grad_x = mem.new_empty((0,))
+    if mask == 1:  # TopK: ELL
+        return (grad_x, *dense[1:], mem.new_empty((rows, k)),
+                mem.new_empty((rows, k), dtype=torch.int32), empty_rows)
+    nnz = torch.library.get_ctx().new_dynamic_size()  # ActiveWindow: CSR of the active entries
+    return (grad_x, *dense[1:], mem.new_empty((nnz,)), mem.new_empty((nnz,), dtype=torch.int32),
+            mem.new_empty((rows + 1,), dtype=torch.int64))
+
+
+@torch.library.register_fake("snnkernels::linear_lif_forward")
+def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset,
+                             reset_delay, mask, k, width, temporal):
+    current = x.new_empty((x.shape[0], x.shape[1] * weight.shape[0]))
+    return _lif_forward_fake(current, None, beta, threshold, graded, surrogate, p0, p1, reset,
+                             reset_delay)
+
+
+@torch.library.register_fake("snnkernels::linear_sparse_backward")
+def _linear_sparse_backward_fake(values, indices, row_ptr, x, weight, need_x, need_weight,
+                                 need_bias):
+    n, f = weight.shape
+    return (x.new_empty((x.shape[0] if need_x else 0, f)),
+            x.new_empty((n if need_weight else 0, f)),
+            x.new_empty((n if need_bias else 0,)))
+
+
+def _setup_masked_context(ctx, inputs, output):
+    _setup_context(ctx, inputs[:10], output)
+    ctx.mask = tuple(inputs[10:])  # (mask, row, k, width, temporal)
+
+
+def _masked_backward(ctx, grad_spk, grad_mem, _grad_pre):
+    mem, pre, mem0, beta, threshold, graded = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    param_grads = needs[2] or needs[3] or needs[4]
+    gx, gmem0, gbeta, gthr, ggraded, *_ = _lib.lif_backward_masked(
+        _compact_grad(grad_spk), _compact_grad(grad_mem), mem, pre, mem0, beta, threshold,
+        graded, *ctx.args, param_grads, *ctx.mask, False,
+    )
+    return (
+        gx,
+        gmem0 if needs[1] else None,
+        gbeta if needs[2] else None,
+        gthr if needs[3] else None,
+        ggraded if needs[4] else None,
+    ) + (None,) * 10
+
+
+torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backward,
+                                setup_context=_setup_masked_context)
+
+
+def _setup_linear_context(ctx, inputs, output):
+    x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs[:11]
+    _, mem, pre = output
+    ctx.save_for_backward(x, weight, mem, pre, beta, threshold, graded)
+    ctx.args = (surrogate, p0, p1, reset, reset_delay)
+    ctx.mask = tuple(inputs[11:])  # (mask, k, width, temporal); mask 0: dense
+    ctx.set_materialize_grads(False)
+
+
+def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
+    x, weight, mem, pre, beta, threshold, graded = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    param_grads = needs[3] or needs[4] or needs[5]
+    steps, batch, features = x.shape
+    n = weight.shape[0]
+    x2 = x.reshape(steps * batch, features)
+    mask, k, width, temporal = ctx.mask
+    gs, gm = _compact_grad(grad_spk), _compact_grad(grad_mem)
+    gx = gw = gb = None
+    if mask == 0:  # dense: the fused LIF backward, then GEMMs
+        gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
+            gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads)
+        gi = gi.view(steps * batch, n)
+        if needs[0]:
+            gx = (gi @ weight).view(steps, batch, features)
+        if needs[1]:
+            gw = gi.t() @ x2
+        if needs[2]:
+            gb = gi.sum(0)
+    else:  # masked: the compact current gradient, then the sparse synaptic backward
+        _, _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_masked(
+            gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads, mask, n, k,
+            width, temporal, True)
+        gx, gw, gb = _lib.linear_sparse_backward(values, indices, row_ptr, x2, weight,
+                                                 needs[0], needs[1], needs[2])
+        gx = gx.view(steps, batch, features) if needs[0] else None
+        gw = gw if needs[1] else None
+        gb = gb if needs[2] else None
+    return (
+        gx, gw, gb,
+        gbeta if needs[3] else None,
+        gthr if needs[4] else None,
+        ggraded if needs[5] else None,
+    ) + (None,) * 9
+
+
+torch.library.register_autograd("snnkernels::linear_lif_forward", _linear_backward,
+                                setup_context=_setup_linear_context)

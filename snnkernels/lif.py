@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _args, _extension, _ops  # noqa: F401  (_ops registers autograd)
+from . import sparse as _sparse
 from . import surrogate as _surrogate
 
 CPU_DTYPES = (torch.float32, torch.float64)
@@ -21,6 +22,7 @@ def lif(
     reset_mechanism="subtract",
     reset_delay=True,
     graded_spikes_factor=1.0,
+    sparse=None,
 ):
     """Runs a leaky integrate-and-fire neuron over all T steps of x in one fused kernel, and its
     surrogate-gradient BPTT backward in another. Computes what snnTorch 1.0.0's Leaky computes
@@ -34,6 +36,9 @@ def lif(
     mem0: initial membrane broadcastable to x.shape[1:] (zeros when None); differentiable.
     surrogate: None (atan(alpha=2.0)) or an object from snnkernels.surrogate.
     reset_mechanism: "subtract" | "zero" | "none"; reset_delay: as snnTorch's.
+    sparse: None (dense, exact BPTT) or a mask from snnkernels.sparse (TopK, ActiveWindow),
+       applied inside the fused backward to the rows of the last dimension of x; x's gradient
+       is then the masked one. CPU only.
     Returns (spk, mem), both shaped like x: spikes and the membrane at every step.
     """
     _args.check_x(x)
@@ -43,13 +48,8 @@ def lif(
     mem0 = _args.check_mem0(mem0, x)
     reset_id = _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
-    _extension.check_device_supported(x, "x")
-    allowed = CUDA_DTYPES if x.device.type == "cuda" else CPU_DTYPES
-    if x.dtype not in allowed:
-        raise TypeError(
-            f"x has dtype {x.dtype}; on {x.device.type} snnkernels.lif supports "
-            f"{', '.join(str(d) for d in allowed)}"
-        )
+    mask = _sparse.resolve(sparse, x.shape[-1] if x.dim() >= 2 else 1)
+    check_kernel_input(x, "lif", mask)
 
     steps, batch = x.shape[0], tuple(x.shape[1:])
     m = 1
@@ -59,7 +59,7 @@ def lif(
     x2 = x.reshape(steps, m).contiguous()
     mem0_2 = None if mem0 is None else mem0.to(x.dtype).expand(batch).reshape(m).contiguous()
     p0, p1 = sg.constants()
-    spk, mem, _ = torch.ops.snnkernels.lif_forward(
+    args = (
         x2,
         mem0_2,
         _as_kernel_param(beta, batch, m, acc, x.device),
@@ -71,7 +71,27 @@ def lif(
         reset_id,
         reset_delay,
     )
+    if mask is None:
+        spk, mem, _ = torch.ops.snnkernels.lif_forward(*args)
+    else:
+        spk, mem, _ = torch.ops.snnkernels.lif_forward_masked(*args, *mask.args())
     return spk.view(x.shape), mem.view(x.shape)
+
+
+def check_kernel_input(x, fn: str, mask) -> None:
+    """Device, build and dtype checks shared by lif and linear_lif; a sparse mask is CPU-only."""
+    _extension.check_device_supported(x, "x")
+    allowed = CUDA_DTYPES if x.device.type == "cuda" else CPU_DTYPES
+    if x.dtype not in allowed:
+        raise TypeError(
+            f"x has dtype {x.dtype}; on {x.device.type} snnkernels.{fn} supports "
+            f"{', '.join(str(d) for d in allowed)}"
+        )
+    if mask is not None and x.device.type == "cuda":
+        raise NotImplementedError(
+            f"snnkernels.{fn}: sparse= (masked backward) is CPU-only in this version; "
+            "use sparse=None on CUDA or move x to the CPU"
+        )
 
 
 def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from . import _args
+from . import sparse as _sparse
 from . import surrogate as _surrogate
 
 
@@ -25,6 +26,39 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.surrogate.grad(z), None
 
 
+class _MaskGrad(torch.autograd.Function):
+    """Identity forward; the backward passes keep(grad), zeros elsewhere (a sparse mask)."""
+
+    @staticmethod
+    def forward(ctx, v, keep):
+        ctx.keep = keep
+        return v.view_as(v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.where(ctx.keep(grad), grad, torch.zeros_like(grad)), None
+
+
+def topk_keep(grad: torch.Tensor, k: int) -> torch.Tensor:
+    """Where grad is among the k largest |grad| of its row (last dim); ties to the lower index.
+    torch.topk leaves the order of ties unspecified, so this takes the first k of a stable
+    descending sort (what topk would give with ties to the lower index). NaN ranks as +inf."""
+    mag = grad.abs()
+    mag = torch.where(mag.isnan(), torch.full_like(mag, float("inf")), mag)
+    order = torch.sort(mag, dim=-1, descending=True, stable=True).indices[..., :k]
+    return torch.zeros_like(grad, dtype=torch.bool).scatter_(-1, order, True)
+
+
+class _WindowedSurrogate:
+    """sigma'(z) where |z| < width, 0 elsewhere (ActiveWindow)."""
+
+    def __init__(self, surrogate, width):
+        self.surrogate, self.width = surrogate, width
+
+    def grad(self, z):
+        return torch.where(z.abs() < self.width, self.surrogate.grad(z), torch.zeros_like(z))
+
+
 def lif(
     x,
     beta,
@@ -35,8 +69,12 @@ def lif(
     reset_mechanism="subtract",
     reset_delay=True,
     graded_spikes_factor=1.0,
+    sparse=None,
 ):
-    """Same signature and results as snnkernels.lif; see its docstring."""
+    """Same signature and results as snnkernels.lif; see its docstring. The sparse masks
+    (snnkernels.sparse, whose docstring defines them) are gates on gradients: TopK on x_t's
+    gradient (on h_t's with temporal=True), ActiveWindow on h_t's, with a windowed surrogate and
+    the same-step reset detached."""
     _args.check_x(x)
     beta = _args.check_neuron_param(beta, "beta", x)
     threshold = _args.check_neuron_param(threshold, "threshold", x)
@@ -44,6 +82,14 @@ def lif(
     mem0 = _args.check_mem0(mem0, x)
     _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
+    mask = _sparse.resolve(sparse, x.shape[-1] if x.dim() >= 2 else 1)
+    topk = mask is not None and mask.kind == _sparse.MASK_IDS["topk"]
+    window = mask is not None and mask.kind == _sparse.MASK_IDS["active_window"]
+    if window:
+        sg = _WindowedSurrogate(sg, mask.width)
+
+    def keep_topk(grad):
+        return topk_keep(grad.reshape(-1, mask.row), mask.k).reshape(grad.shape)
 
     def spike(z):
         return _SurrogateSpike.apply(z, sg)
@@ -55,6 +101,8 @@ def lif(
     mem = x.new_zeros(batch) if mem0 is None else mem0.to(x.dtype).expand(batch)
     spikes, membranes = [], []
     for xt in x.unbind(0):
+        if topk and not mask.temporal:
+            xt = _MaskGrad.apply(xt, keep_topk)
         reset = spike(mem - thr).detach()
         if reset_mechanism == "subtract":
             mem = beta_c * mem + xt - reset * thr
@@ -62,9 +110,16 @@ def lif(
             mem = beta_c * ((1 - reset) * mem) + xt
         else:
             mem = beta_c * mem + xt
+        if topk and mask.temporal:
+            mem = _MaskGrad.apply(mem, keep_topk)
+        if window:
+            active = ((mem - thr).abs() < mask.width).detach()
+            mem = _MaskGrad.apply(mem, lambda grad, active=active: active.expand(grad.shape))
         fired = spike(mem - thr)
         if not reset_delay:
             do_reset = fired - reset  # snnTorch writes spk / graded - reset: the same value
+            if window:
+                do_reset = do_reset.detach()  # leak-only recursion: no gradient through a reset
             if reset_mechanism == "subtract":
                 mem = mem - do_reset * thr
             elif reset_mechanism == "zero":
@@ -74,3 +129,15 @@ def lif(
     if not spikes:  # T = 0: empty outputs that are still in the graph, so backward runs
         return x * 0, x * 0
     return torch.stack(spikes), torch.stack(membranes)
+
+
+def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
+               reset_mechanism="subtract", reset_delay=True, sparse=None):
+    """Same signature and results as snnkernels.linear_lif: I = x W^T + b by a dense matmul,
+    then lif(I, ...); with a sparse mask the matmul's backward sees the masked dL/dI."""
+    _args.check_linear(x, weight, bias)
+    current = torch.matmul(x, weight.t())
+    if bias is not None:
+        current = current + bias
+    return lif(current, beta, threshold, surrogate=surrogate, reset_mechanism=reset_mechanism,
+               reset_delay=reset_delay, sparse=sparse)

@@ -39,6 +39,9 @@ def test_openmp_enabled():
 
 
 def test_ops_registered():
-    for name in ("lif_forward", "lif_backward", "build_info", "set_debug_poison"):
+    for name in ("lif_forward", "lif_backward", "build_info", "set_debug_poison",
+                 "lif_forward_masked", "lif_backward_masked", "linear_lif_forward",
+                 "linear_sparse_backward"):
         assert hasattr(torch.ops.snnkernels, name), name
-    assert snnkernels.__all__ == ["lif", "reference", "surrogate", "build_info"]
+    assert snnkernels.__all__ == ["lif", "linear_lif", "reference", "sparse", "surrogate",
+                                  "build_info"]

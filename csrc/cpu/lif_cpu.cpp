@@ -12,100 +12,14 @@
 // the returned membrane `mem` (one value, 4 bytes per element in float32; no extra memory when
 // the caller keeps `mem`); with reset_delay=False also the pre-reset membrane (8 bytes per
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <vector>
-
-#include "../lif_checks.h"
-#include "../lif_dispatch.h"
+#include "lif_cpu_common.h"
 
 namespace snnkernels {
 namespace {
 
-constexpr int64_t kMaxChunk = 8192;
-
-// Neurons per chunk: wide, so each time step reads long contiguous runs that the hardware
-// prefetcher follows (measured at T=25, B=256, N=1024: 256-neuron chunks ran the forward at
-// half the speed of 8192-neuron ones), but at least two chunks per thread when there is enough
-// work. Results do not depend on it: every neuron is computed the same way in any chunk.
-int64_t chunk_width(int64_t m) {
-  const int64_t parts = 2 * static_cast<int64_t>(at::get_num_threads());
-  const int64_t width = ((m + parts - 1) / parts + 63) / 64 * 64;
-  return std::clamp<int64_t>(width, 64, kMaxChunk);
-}
-
-// Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task.
-template <typename T>
-struct Scratch {
-  std::vector<T> storage;
-  int64_t width;
-  Scratch(int64_t count, int64_t w) : storage(count * w), width(w) {}
-  T* array(int64_t i) { return storage.data() + i * width; }
-};
-
-// A parameter with P elements; neuron n uses element n % P (see the schema in ops.cpp).
-struct Param {
-  const void* data;
-  int64_t period;
-};
-
-// The values of one chunk of neurons, gathered once so the time loop reads contiguous arrays.
-template <typename T>
-void load_chunk(const Param& p, int64_t n0, int64_t len, T* dst) {
-  const T* src = static_cast<const T*>(p.data);
-  for (int64_t i = 0; i < len; ++i) dst[i] = src[(n0 + i) % p.period];
-}
-
-struct Params {
-  Param beta, threshold, graded;
-};
-
-Params params_of(const at::Tensor& beta, const at::Tensor& thr, const at::Tensor& graded) {
-  return {{beta.data_ptr(), beta.numel()},
-          {thr.data_ptr(), thr.numel()},
-          {graded.data_ptr(), graded.numel()}};
-}
-
-template <typename T>
-struct ChunkParams {
-  T *beta_raw, *beta_c, *thr, *graded;
-  explicit ChunkParams(Scratch<T>& s)
-      : beta_raw(s.array(0)), beta_c(s.array(1)), thr(s.array(2)), graded(s.array(3)) {}
-  static constexpr int64_t kArrays = 4;  // the first kArrays arrays of the scratch
-  void load(const Params& p, int64_t n0, int64_t len) {
-    load_chunk(p.beta, n0, len, beta_raw);
-    load_chunk(p.threshold, n0, len, thr);
-    load_chunk(p.graded, n0, len, graded);
-    for (int64_t i = 0; i < len; ++i) beta_c[i] = clamp01(beta_raw[i]);
-  }
-};
-
-// out[p] = sum over j ascending of partial[j * P + p], accumulated in double. Threads split the
-// p range only, so the order of every sum is fixed: same bits for any thread count.
-at::Tensor reduce_periodic(const at::Tensor& partial, int64_t period) {
-  const int64_t m = partial.numel();
-  if (period == m) return partial;
-  at::Tensor out = empty_output({period}, partial.options());
-  AT_DISPATCH_FLOATING_TYPES(partial.scalar_type(), "reduce_periodic", [&] {
-    const scalar_t* src = partial.data_ptr<scalar_t>();
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    constexpr int64_t kBlock = 256;
-    at::parallel_for(0, period, kBlock, [&](int64_t p_begin, int64_t p_end) {
-      double acc[kBlock];
-      for (int64_t p0 = p_begin; p0 < p_end; p0 += kBlock) {
-        const int64_t len = std::min(kBlock, p_end - p0);
-        std::fill(acc, acc + len, 0.0);
-        for (int64_t j = 0; j < m; j += period) {
-          for (int64_t i = 0; i < len; ++i) acc[i] += static_cast<double>(src[j + p0 + i]);
-        }
-        for (int64_t i = 0; i < len; ++i) dst[p0 + i] = static_cast<scalar_t>(acc[i]);
-      }
-    });
-  });
-  return out;
-}
+using namespace cpu;
 
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
@@ -150,22 +64,6 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
       }
     }
   });
-}
-
-// An upstream gradient as the backward loop reads it: row t starts at base + t * step
-// (step = M for a full [T, M] tensor, 0 for a chunk-local broadcast or zero row).
-template <typename T>
-struct GradRows {
-  const T* base;
-  int64_t step;
-};
-
-template <typename T>
-GradRows<T> grad_rows(const c10::optional<at::Tensor>& g, int64_t m, int64_t n0, int64_t len,
-                      T* local) {
-  if (g.has_value() && g->numel() != 1) return {g->data_ptr<T>() + n0, m};
-  std::fill(local, local + len, g.has_value() ? g->data_ptr<T>()[0] : T(0));
-  return {local, 0};
 }
 
 // One time step of one chunk, walking backwards (a function of its own for __restrict__, as
@@ -233,21 +131,10 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
             gs.base + t * gs.step, gm.base + t * gm.step, cp.beta_c, cp.thr, cp.graded, p0, p1,
             grad_x + off, carry, d_beta, d_thr, d_graded, len);
       }
-      std::copy(carry, carry + len, grad_mem0 + n0);
-      if constexpr (kParamGrads) {
-        for (int64_t i = 0; i < len; ++i) {
-          grad_beta[n0 + i] = d_beta[i] * clamp01_grad(cp.beta_raw[i]);
-          grad_thr[n0 + i] = d_thr[i];
-          grad_graded[n0 + i] = d_graded[i];
-        }
-      }
+      store_chunk_grads(cp, carry, d_beta, d_thr, d_graded, kParamGrads, n0, len, grad_mem0,
+                        grad_beta, grad_thr, grad_graded);
     }
   });
-}
-
-void check_cpu_dtype(const at::Tensor& x) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "snnkernels: on the CPU x must be float32 or float64, got ", x.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(

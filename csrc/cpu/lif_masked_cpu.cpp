@@ -1,0 +1,362 @@
+// The LIF backward with a sparse-gradient mask (snnkernels.sparse; SPEC section 3), on the CPU.
+//
+// Same walk as the dense backward (lif_cpu.cpp: chunks of neurons, time backwards, state in
+// per-task arrays), with two differences:
+// - chunks hold whole rows (a row = the N neurons of one (time step, sample) pair), because TopK
+//   selects per row;
+// - each step is split at g_h = dL/dh_t (lif_step_grad_h, then lif_step_grad_carry), and the mask
+//   acts between the two, in the same pass: no dense gradient is written and re-read.
+// TopK: g_h of the row is computed densely, then the k largest |g_h| are selected (ties: lower
+// index) and only they leave as dL/dx; with `temporal` the carry through time also sees the masked
+// g_h. ActiveWindow: sigma' and g_h are zeroed outside |h - thr| < width, and the same-step reset
+// is detached (kLeakOnly in lif_math.h).
+//
+// Output: the masked dL/dx densely ([T, M], zeros elsewhere), or compact: TopK as ELL (values
+// [R, k], int32 indices [R, k], ascending within a row), ActiveWindow as CSR (values [nnz], int32
+// indices [nnz], int64 row_ptr [R + 1]), R = T * M / N rows. The CSR row sizes are counted from
+// the saved membranes before the backward (which entries are active is known after the forward).
+// Every value is computed by one thread in a fixed order: same bits for any thread count.
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+#include "lif_cpu_common.h"
+
+namespace snnkernels {
+namespace {
+
+using namespace cpu;
+
+struct MaskSpec {
+  Mask kind;
+  int64_t row;  // N: neurons per row; TopK selects within a row
+  int64_t k;
+  double width;
+  bool temporal;
+  bool compact;
+};
+
+// g_h for one step of one chunk (first half of the split step). With kWindow (ActiveWindow),
+// `active` gets 1 where |h - thr| < width, else 0, and sigma' and g_h are 0 where inactive.
+template <typename T, Surrogate S, Reset R, bool kDelay, bool kWindow>
+void grad_h_row(const T* __restrict__ h, const T* __restrict__ u_prev,
+                const T* __restrict__ g_spk, const T* __restrict__ g_mem,
+                const T* __restrict__ thr, const T* __restrict__ graded, T p0, T p1, T width,
+                const T* __restrict__ carry, T* __restrict__ g_h, T* __restrict__ thr_acc,
+                T* __restrict__ d_graded, T* __restrict__ active, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) {
+    const T z = h[i] - thr[i];
+    T sg = surrogate_grad<S>(z, p0, p1);
+    bool on = true;
+    if constexpr (kWindow) {
+      on = math_abs(z) < width;  // NaN: inactive
+      sg = on ? sg : T(0);
+    }
+    const T g = lif_step_grad_h<R, kDelay, kWindow>(h[i], u_prev[i], g_spk[i], g_mem[i], thr[i],
+                                                    graded[i], sg, carry[i], &thr_acc[i],
+                                                    &d_graded[i]);
+    if constexpr (kWindow) {
+      g_h[i] = on ? g : T(0);
+      active[i] = on ? T(1) : T(0);
+    } else {
+      g_h[i] = g;
+    }
+  }
+}
+
+// Second half of the split step: the carry through time and the beta / threshold sums.
+template <typename T, Reset R, bool kParamGrads>
+void carry_row(const T* __restrict__ g_h, const T* __restrict__ u_prev,
+               const T* __restrict__ beta_c, const T* __restrict__ thr,
+               const T* __restrict__ thr_acc, T* __restrict__ carry, T* __restrict__ d_beta,
+               T* __restrict__ d_thr, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) {
+    if constexpr (kParamGrads) {
+      lif_step_grad_carry<R>(g_h[i], u_prev[i], beta_c[i], thr[i], thr_acc[i], &carry[i],
+                             &d_beta[i], &d_thr[i]);
+    } else {
+      T unused_beta = T(0), unused_thr = T(0);
+      lif_step_grad_carry<R>(g_h[i], u_prev[i], beta_c[i], thr[i], thr_acc[i], &carry[i],
+                             &unused_beta, &unused_thr);
+    }
+  }
+}
+
+// |v| as TopK ranks it; NaN ranks as +inf (torch.sort puts NaN first in descending order).
+template <typename T>
+inline T rank_magnitude(T v) {
+  return v != v ? std::numeric_limits<T>::infinity() : math_abs(v);
+}
+
+// The k entries of g[0, n) with the largest |g| (ties: lower index), as ascending indices.
+// nth_element finds the k-th largest magnitude tau in O(n); one scan then takes everything above
+// tau and the first (k - #above) entries equal to it.
+template <typename T>
+void select_topk(const T* g, int64_t n, int64_t k, T* mag, int32_t* idx) {
+  if (k >= n) {
+    for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) mag[i] = rank_magnitude(g[i]);
+  std::nth_element(mag, mag + (n - k), mag + n);
+  const T tau = mag[n - k];
+  int64_t ties = k;  // how many entries equal to tau to take
+  for (int64_t i = n - k; i < n; ++i) ties -= mag[i] > tau;
+  int64_t j = 0;
+  for (int64_t i = 0; i < n && j < k; ++i) {
+    const T a = rank_magnitude(g[i]);
+    const bool tie = a == tau && ties > 0;
+    ties -= tie;
+    if (a > tau || tie) idx[j++] = static_cast<int32_t>(i);
+  }
+}
+
+template <typename T>
+struct MaskedOut {
+  T* grad_x;  // dense [T, M], or nullptr when compact
+  T* values;
+  int32_t* indices;
+  const int64_t* row_ptr;  // CSR (ActiveWindow, compact); nullptr for ELL
+};
+
+template <typename T, Surrogate S, Reset R, bool kDelay, bool kWindow, bool kParamGrads>
+void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
+                            const c10::optional<at::Tensor>& grad_mem, const T* mem,
+                            const T* pre, const T* mem0, Params params, T p0, T p1,
+                            const MaskSpec& spec, MaskedOut<T> out, T* grad_mem0, T* grad_beta,
+                            T* grad_thr, T* grad_graded, int64_t steps, int64_t m) {
+  const int64_t row = spec.row, k = spec.k;
+  const int64_t width = std::max<int64_t>(1, chunk_width(m) / row) * row;  // whole rows
+  const int64_t chunks = (m + width - 1) / width;
+  const T window = static_cast<T>(spec.width);
+  at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    constexpr int64_t kBase = ChunkParams<T>::kArrays;
+    Scratch<T> scratch(kBase + 11, width);
+    ChunkParams<T> cp(scratch);
+    T* zeros = scratch.array(kBase);
+    T* gs_local = scratch.array(kBase + 1);
+    T* gm_local = scratch.array(kBase + 2);
+    T* carry = scratch.array(kBase + 3);
+    T* d_beta = scratch.array(kBase + 4);
+    T* d_thr = scratch.array(kBase + 5);
+    T* d_graded = scratch.array(kBase + 6);
+    T* g_local = scratch.array(kBase + 7);
+    T* thr_acc = scratch.array(kBase + 8);
+    T* aux = scratch.array(kBase + 9);  // TopK: magnitudes; ActiveWindow: active flags
+    T* masked_local = scratch.array(kBase + 10);
+    std::vector<int32_t> sel(kWindow ? 0 : k);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t n0 = c * width;
+      const int64_t len = std::min(width, m - n0);
+      cp.load(params, n0, len);
+      const GradRows<T> gs = grad_rows(grad_spk, m, n0, len, gs_local);
+      const GradRows<T> gm = grad_rows(grad_mem, m, n0, len, gm_local);
+      std::fill(carry, carry + len, T(0));
+      std::fill(d_beta, d_beta + len, T(0));
+      std::fill(d_thr, d_thr + len, T(0));
+      std::fill(d_graded, d_graded + len, T(0));
+      const T* first_prev = mem0 != nullptr ? mem0 + n0 : zeros;
+      if (mem0 == nullptr) std::fill(zeros, zeros + len, T(0));
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        const int64_t off = t * m + n0;
+        const T* u_prev = t > 0 ? mem + off - m : first_prev;
+        T* dense_row = out.grad_x != nullptr ? out.grad_x + off : nullptr;
+        // ActiveWindow's g_h is already the masked gradient: write it to grad_x directly.
+        T* g_h = (kWindow && dense_row != nullptr) ? dense_row : g_local;
+        grad_h_row<T, S, R, kDelay, kWindow>(kDelay ? mem + off : pre + off, u_prev,
+                                             gs.base + t * gs.step, gm.base + t * gm.step,
+                                             cp.thr, cp.graded, p0, p1, window, carry, g_h,
+                                             thr_acc, d_graded, aux, len);
+        const T* carry_from = g_h;
+        for (int64_t s = 0; s < len; s += row) {
+          const int64_t r = (off + s) / row;  // global row index
+          const T* g = g_h + s;
+          if constexpr (kWindow) {
+            if (dense_row != nullptr) continue;
+            int64_t pos = out.row_ptr[r];
+            for (int64_t i = 0; i < row; ++i) {
+              if (aux[s + i] != T(0)) {
+                out.values[pos] = g[i];
+                out.indices[pos] = static_cast<int32_t>(i);
+                ++pos;
+              }
+            }
+          } else {
+            select_topk(g, row, k, aux + s, sel.data());
+            if (out.values != nullptr) {
+              for (int64_t j = 0; j < k; ++j) {
+                out.values[r * k + j] = g[sel[j]];
+                out.indices[r * k + j] = sel[j];
+              }
+            }
+            if (dense_row != nullptr || spec.temporal) {
+              T* masked = dense_row != nullptr ? dense_row + s : masked_local + s;
+              std::fill(masked, masked + row, T(0));
+              for (int64_t j = 0; j < k; ++j) masked[sel[j]] = g[sel[j]];
+            }
+          }
+        }
+        if (!kWindow && spec.temporal) {
+          carry_from = dense_row != nullptr ? dense_row : masked_local;
+        }
+        carry_row<T, R, kParamGrads>(carry_from, u_prev, cp.beta_c, cp.thr, thr_acc, carry,
+                                     d_beta, d_thr, len);
+      }
+      store_chunk_grads(cp, carry, d_beta, d_thr, d_graded, kParamGrads, n0, len, grad_mem0,
+                        grad_beta, grad_thr, grad_graded);
+    }
+  });
+}
+
+// ActiveWindow's CSR row pointers: entries with |h - thr| < width, counted per row from the
+// saved membranes (the same comparison grad_h_row makes).
+template <typename T>
+at::Tensor count_active(const T* h, Param threshold, double width, int64_t steps, int64_t m,
+                        int64_t row) {
+  const int64_t rows_per_step = m / row, rows = steps * rows_per_step;
+  at::Tensor row_ptr = at::empty({rows + 1}, at::TensorOptions().dtype(at::kLong));
+  int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const T w = static_cast<T>(width);
+  rp[0] = 0;
+  at::parallel_for(0, rows_per_step, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> thr(row);
+    for (int64_t b = b0; b < b1; ++b) {
+      load_chunk(threshold, b * row, row, thr.data());
+      for (int64_t t = 0; t < steps; ++t) {
+        const T* hr = h + t * m + b * row;
+        int64_t count = 0;
+        for (int64_t i = 0; i < row; ++i) count += math_abs(hr[i] - thr[i]) < w;
+        rp[t * rows_per_step + b + 1] = count;
+      }
+    }
+  });
+  for (int64_t r = 0; r < rows; ++r) rp[r + 1] += rp[r];
+  return row_ptr;
+}
+
+at::Tensor count_active_rows(const at::Tensor& mem, const at::Tensor& pre_reset,
+                             const at::Tensor& threshold, double width, int64_t row,
+                             bool reset_delay) {
+  at::Tensor row_ptr;
+  AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "count_active", [&] {
+    const at::Tensor& h = reset_delay ? mem : pre_reset;
+    row_ptr = count_active(h.data_ptr<scalar_t>(), Param{threshold.data_ptr(), threshold.numel()},
+                           width, mem.size(0), mem.size(1), row);
+  });
+  return row_ptr;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
+                        const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
+                        const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
+                        const at::Tensor& beta, const at::Tensor& threshold,
+                        const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                        int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
+                        int64_t row, int64_t k, double width, bool temporal, bool compact) {
+  TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
+  check_cpu_dtype(mem);
+  const int64_t steps = mem.size(0), m = mem.size(1);
+  if (!reset_delay) check_time_major(pre_reset, "pre_reset", mem);
+  check_grad(grad_spk, "grad_spk", mem);
+  check_grad(grad_mem, "grad_mem", mem);
+  check_state(mem0, mem);
+  check_param(beta, "beta", mem, m);
+  check_param(threshold, "threshold", mem, m);
+  check_param(graded, "graded", mem, m);
+  const auto kind = static_cast<Mask>(mask);
+  TORCH_CHECK(kind == Mask::TopK || kind == Mask::ActiveWindow,
+              "snnkernels: mask must be 1 (TopK) or 2 (ActiveWindow), got ", mask);
+  TORCH_CHECK(row >= 1 && m % row == 0, "snnkernels: row (neurons per row) must divide M = ", m,
+              ", got ", row);
+  TORCH_CHECK(kind != Mask::TopK || (k >= 1 && k <= row),
+              "snnkernels: TopK k must be in [1, row = ", row, "], got ", k);
+  TORCH_CHECK(kind != Mask::ActiveWindow || width > 0,
+              "snnkernels: ActiveWindow width must be > 0, got ", width);
+  const MaskSpec spec{kind, row, k, width, temporal, compact};
+  const bool window = kind == Mask::ActiveWindow;
+  const int64_t rows = steps * (m / row);
+  const auto opts = mem.options();
+  const auto idx_opts = opts.dtype(at::kInt);
+  at::Tensor grad_x = empty_output(compact ? at::IntArrayRef{0} : mem.sizes(), opts);
+  at::Tensor row_ptr = at::empty({0}, opts.dtype(at::kLong));
+  at::Tensor values, indices;
+  if (!compact) {
+    values = at::empty({0}, opts);
+    indices = at::empty({0}, idx_opts);
+  } else if (window) {
+    row_ptr = count_active_rows(mem, pre_reset, threshold, width, row, reset_delay);
+    const int64_t nnz = row_ptr.data_ptr<int64_t>()[rows];
+    values = empty_output({nnz}, opts);
+    indices = at::empty({nnz}, idx_opts);
+  } else {
+    values = empty_output({rows, k}, opts);
+    indices = at::empty({rows, k}, idx_opts);
+  }
+  at::Tensor grad_mem0 = empty_output({m}, opts);
+  at::Tensor grad_beta = empty_output({param_grads ? m : 0}, opts);
+  at::Tensor grad_thr = empty_output({param_grads ? m : 0}, opts);
+  at::Tensor grad_graded = empty_output({param_grads ? m : 0}, opts);
+  if (m == 0 || steps == 0) {
+    grad_mem0.zero_();
+    if (param_grads) {
+      grad_beta = at::zeros_like(beta);
+      grad_thr = at::zeros_like(threshold);
+      grad_graded = at::zeros_like(graded);
+    }
+    return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
+  }
+  const Params params = params_of(beta, threshold, graded);
+  AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_masked_cpu", [&] {
+    using T = scalar_t;
+    const T* mem0_ptr = mem0.has_value() ? mem0->data_ptr<T>() : nullptr;
+    T* gb = param_grads ? grad_beta.data_ptr<T>() : nullptr;
+    T* gt = param_grads ? grad_thr.data_ptr<T>() : nullptr;
+    T* gg = param_grads ? grad_graded.data_ptr<T>() : nullptr;
+    MaskedOut<T> out{compact ? nullptr : grad_x.data_ptr<T>(),
+                     compact ? values.data_ptr<T>() : nullptr,
+                     compact ? indices.data_ptr<int32_t>() : nullptr,
+                     compact && window ? row_ptr.data_ptr<int64_t>() : nullptr};
+    dispatch_surrogate(surrogate, [&](auto s) {
+      dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
+        auto run = [&](auto window_flag, auto param_flag) {
+          masked_backward_kernel<T, decltype(s)::value, decltype(r)::value,
+                                 decltype(delay)::value, decltype(window_flag)::value,
+                                 decltype(param_flag)::value>(
+              grad_spk, grad_mem, mem.data_ptr<T>(),
+              reset_delay ? nullptr : pre_reset.data_ptr<T>(), mem0_ptr, params,
+              static_cast<T>(p0), static_cast<T>(p1), spec, out, grad_mem0.data_ptr<T>(), gb,
+              gt, gg, steps, m);
+        };
+        auto with_params = [&](auto window_flag) {
+          if (param_grads) {
+            run(window_flag, std::true_type{});
+          } else {
+            run(window_flag, std::false_type{});
+          }
+        };
+        if (window) {
+          with_params(std::true_type{});
+        } else {
+          with_params(std::false_type{});
+        }
+      });
+    });
+  });
+  if (param_grads) {
+    grad_beta = reduce_periodic(grad_beta, beta.numel());
+    grad_thr = reduce_periodic(grad_thr, threshold.numel());
+    grad_graded = reduce_periodic(grad_graded, graded.numel());
+  }
+  return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
+  m.impl("lif_backward_masked", &lif_backward_masked_cpu);
+}
+
+}  // namespace snnkernels

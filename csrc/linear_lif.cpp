@@ -1,0 +1,64 @@
+// Device-generic forwards built from other ops: lif_forward_masked (lif_forward with the mask
+// arguments, for autograd) and linear_lif_forward (one GEMM for all T, then lif_forward).
+// Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
+// per-device lif_forward runs.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace snnkernels {
+namespace {
+
+using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+Triple call_lif_forward(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
+                        const at::Tensor& beta, const at::Tensor& threshold,
+                        const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                        int64_t reset, bool reset_delay) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("snnkernels::lif_forward", "")
+                       .typed<Triple(const at::Tensor&, const c10::optional<at::Tensor>&,
+                                     const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     int64_t, double, double, int64_t, bool)>();
+  return op.call(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay);
+}
+
+Triple lif_forward_masked(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
+                          const at::Tensor& beta, const at::Tensor& threshold,
+                          const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                          int64_t reset, bool reset_delay, int64_t /*mask*/, int64_t /*row*/,
+                          int64_t /*k*/, double /*width*/, bool /*temporal*/) {
+  return call_lif_forward(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset,
+                          reset_delay);
+}
+
+Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
+                          const c10::optional<at::Tensor>& bias, const at::Tensor& beta,
+                          const at::Tensor& threshold, const at::Tensor& graded,
+                          int64_t surrogate, double p0, double p1, int64_t reset,
+                          bool reset_delay, int64_t /*mask*/, int64_t /*k*/, double /*width*/,
+                          bool /*temporal*/) {
+  TORCH_CHECK(x.dim() == 3, "snnkernels: linear_lif x must be [T, B, F], got ", x.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(2),
+              "snnkernels: linear_lif weight must be [N, F = ", x.size(2), "], got ",
+              weight.sizes());
+  const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
+  const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
+  at::Tensor current = bias.has_value() ? at::addmm(*bias, x2, weight.t()) : at::mm(x2, weight.t());
+  return call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta, threshold, graded,
+                          surrogate, p0, p1, reset, reset_delay);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
+  m.impl("lif_forward_masked", &lif_forward_masked);
+  m.impl("linear_lif_forward", &linear_lif_forward);
+}
+
+TORCH_LIBRARY_IMPL(snnkernels, CUDA, m) {
+  m.impl("lif_forward_masked", &lif_forward_masked);
+  m.impl("linear_lif_forward", &linear_lif_forward);
+}
+
+}  // namespace snnkernels

@@ -1,0 +1,61 @@
+"""snnkernels.linear_lif: the fused synapse + neuron layer, I = x W^T + b followed by the LIF,
+whose backward can turn a sparse gradient mask into speed (SPEC section 3)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _args
+from . import sparse as _sparse
+from . import surrogate as _surrogate
+from .lif import _as_kernel_param, check_kernel_input
+
+
+def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
+               reset_mechanism="subtract", reset_delay=True, sparse=None):
+    """spk, mem = LIF(x W^T + b) over all T steps (zero initial membrane).
+
+    x: [T, B, F]; weight: [N, F]; bias: [N] or None (same dtype and device as x).
+    beta, threshold: float, 0-dim tensor, or tensor broadcastable to [B, N]; differentiable when
+       they require grad. surrogate, reset_mechanism, reset_delay: as snnkernels.lif.
+    sparse: None or snnkernels.sparse.TopK / ActiveWindow (rows = the N neurons of one (t, b)).
+    Returns (spk, mem), both [T, B, N].
+
+    Forward: one GEMM for all T steps, then the fused LIF kernel. Backward, dense: the fused LIF
+    backward, then GEMMs for dx, dW, db. Backward, sparse (CPU only): the fused LIF backward
+    applies the mask and emits the surviving current gradients in compact form (TopK: values
+    and int32 indices [T*B, k]; ActiveWindow: CSR), and dx, dW, db are computed from those
+    entries alone (dx gathers rows of W; dW is accumulated per neuron in a fixed order, so the
+    bits do not depend on the thread count). The compact gradient is the only extra memory:
+    T*B*k * (itemsize + 4) bytes for TopK, nnz * (itemsize + 4) + 8 * (T*B + 1) for ActiveWindow.
+    """
+    _args.check_linear(x, weight, bias)
+    steps, batch, _ = x.shape
+    n = weight.shape[0]
+    like = _args.current_like(x, n)
+    beta = _args.check_neuron_param(beta, "beta", like)
+    threshold = _args.check_neuron_param(threshold, "threshold", like)
+    reset_id = _args.check_reset(reset_mechanism, reset_delay)
+    sg = _surrogate.resolve(surrogate)
+    mask = _sparse.resolve(sparse, n)
+    check_kernel_input(x, "linear_lif", mask)
+    mask_args = (0, 0, 0.0, False) if mask is None else (mask.kind, mask.k, mask.width,
+                                                         mask.temporal)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    neurons, m = (batch, n), batch * n
+    p0, p1 = sg.constants()
+    spk, mem, _ = torch.ops.snnkernels.linear_lif_forward(
+        x.contiguous(),
+        weight.contiguous(),
+        None if bias is None else bias.contiguous(),
+        _as_kernel_param(beta, neurons, m, acc, x.device),
+        _as_kernel_param(threshold, neurons, m, acc, x.device),
+        torch.ones(1, dtype=acc, device=x.device),
+        sg.kind,
+        p0,
+        p1,
+        reset_id,
+        reset_delay,
+        *mask_args,
+    )
+    return spk.view(steps, batch, n), mem.view(steps, batch, n)

@@ -1,0 +1,189 @@
+"""snnkernels.linear_lif: the fused synapse + neuron layer, dense and with sparse masks (the
+synaptic backward from the compact gradient), against snnkernels.reference.linear_lif (dense
+matmuls, torch masks); determinism; opcheck; and the bad inputs of the sparse specs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import snnkernels
+from snnkernels import reference
+from snnkernels import sparse as sp
+from snnkernels import surrogate as S
+
+from helpers import GRAD_TOL, Tol, assert_close, generator
+
+SPECS = [
+    pytest.param(None, id="dense"),
+    pytest.param(sp.TopK(k=1), id="topk1"),
+    pytest.param(sp.TopK(fraction=0.05), id="topk-frac0.05"),
+    pytest.param(sp.TopK(k=6, temporal=True), id="topk6-temporal"),
+    pytest.param(sp.ActiveWindow(0.2), id="window0.2"),
+    pytest.param(sp.ActiveWindow(1e30), id="window-huge"),
+]
+
+
+def layer_inputs(t=6, b=5, f=9, n=40, dtype=torch.float64, seed=0, bias=True, learn=True):
+    g = generator(seed)
+
+    def rand(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
+
+    x = rand(t, b, f)
+    weight = rand(n, f, scale=1.0 / math.sqrt(f))
+    return dict(x=x, weight=weight, bias=rand(n, scale=0.3, shift=0.4) if bias else None,
+                beta=(rand(n, scale=0.1, shift=0.8) if learn else 0.85),
+                threshold=(rand(scale=0.1, shift=1.0) if learn else 1.0))
+
+
+def run_layer(fn, inputs, seed=1, **kwargs):
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()
+              if isinstance(v, torch.Tensor)}
+    args = {**inputs, **leaves}
+    spk, mem = fn(args.pop("x"), args.pop("weight"), args.pop("bias"), args.pop("beta"),
+                  args.pop("threshold"), **kwargs)
+    g = generator(seed)
+    ws = torch.randn(spk.shape, generator=g, dtype=torch.float64).to(spk.dtype)
+    wm = torch.randn(spk.shape, generator=g, dtype=torch.float64).to(spk.dtype)
+    loss = (spk * ws).sum() + 0.3 * (mem * wm).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return spk.detach(), mem.detach(), dict(zip(leaves, grads))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("reset_delay", [True, False])
+@pytest.mark.parametrize("spec", SPECS)
+def test_matches_reference(spec, reset_delay, dtype):
+    inputs = layer_inputs(dtype=dtype)
+    kwargs = dict(sparse=spec, reset_delay=reset_delay, surrogate=S.fast_sigmoid(slope=5))
+    spk, mem, grads = run_layer(snnkernels.linear_lif, inputs, **kwargs)
+    spk_r, mem_r, grads_r = run_layer(reference.linear_lif, inputs, **kwargs)
+    assert 0.05 < spk_r.mean() < 0.95, "inputs give too few or too many spikes"
+    assert_close(spk, spk_r, Tol(0.0), "spk")
+    assert_close(mem, mem_r, Tol(1e-6, 1e-6) if dtype == torch.float32 else Tol(1e-12, 1e-6), "mem")
+    for name in grads_r:
+        assert_close(grads[name], grads_r[name], GRAD_TOL[dtype], f"grad {name}")
+        assert grads_r[name].abs().sum() > 0, f"grad {name} is zero: weak test"
+
+
+@pytest.mark.parametrize("spec", [SPECS[2], SPECS[4]])
+def test_without_bias_and_fixed_params(spec):
+    inputs = layer_inputs(bias=False, learn=False)
+    spk, mem, grads = run_layer(snnkernels.linear_lif, inputs, sparse=spec)
+    _, _, grads_r = run_layer(reference.linear_lif, inputs, sparse=spec)
+    assert set(grads) == {"x", "weight"}
+    for name in grads_r:
+        assert_close(grads[name], grads_r[name], GRAD_TOL[torch.float64], f"grad {name}")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_same_bits_twice_and_for_any_thread_count(restore_num_threads, spec):
+    inputs = layer_inputs(t=5, b=24, f=33, n=200, dtype=torch.float32, seed=2)
+    results = {}
+    for threads in sorted({1, 2, restore_num_threads}):
+        torch.set_num_threads(threads)
+        results[threads] = run_layer(snnkernels.linear_lif, inputs, sparse=spec)
+    results["again"] = run_layer(snnkernels.linear_lif, inputs, sparse=spec)
+    for name, (spk, mem, grads) in results.items():
+        spk1, mem1, grads1 = results[1]
+        assert torch.equal(spk, spk1) and torch.equal(mem, mem1), name
+        for key in grads1:
+            assert torch.equal(grads[key], grads1[key]), f"{name} vs 1 thread: grad {key}"
+
+
+def test_opcheck_linear_ops():
+    inputs = layer_inputs()
+    x, w, b = (inputs[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
+    n = w.shape[0]
+    beta = torch.full((n,), 0.8, dtype=torch.float64, requires_grad=True)
+    one = torch.ones(1, dtype=torch.float64)
+    sg = S.atan()
+    for mask in ((0, 0, 0.0, False), (1, 3, 0.0, False), (1, 3, 0.0, True), (2, 0, 0.4, False)):
+        torch.library.opcheck(torch.ops.snnkernels.linear_lif_forward.default,
+                              (x, w, b, beta, one, one, sg.kind, *sg.constants(), 0, True, *mask))
+    g = generator(3)
+    rows, f = x.shape[0] * x.shape[1], x.shape[2]
+    values = torch.randn(rows, 3, generator=g, dtype=torch.float64)
+    indices = torch.stack([torch.randperm(n, generator=g)[:3].sort().values for _ in range(rows)])
+    torch.library.opcheck(torch.ops.snnkernels.linear_sparse_backward.default,
+                          (values, indices.int(), torch.empty(0, dtype=torch.int64),
+                           x.detach().reshape(rows, f), w.detach(), True, True, True))
+
+
+def test_sparse_synaptic_backward_matches_dense_matmuls():
+    g = generator(4)
+    rows, f, n = 30, 7, 11
+    x, w = torch.randn(rows, f, generator=g, dtype=torch.float64), torch.randn(n, f, generator=g, dtype=torch.float64)
+    dense = torch.randn(rows, n, generator=g, dtype=torch.float64) * (torch.rand(rows, n, generator=g) < 0.3)
+    keep = dense != 0
+    row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
+    cols = keep.nonzero()[:, 1].int()
+    dx, dw, db = torch.ops.snnkernels.linear_sparse_backward(dense[keep], cols, row_ptr, x, w,
+                                                             True, True, True)
+    tol = GRAD_TOL[torch.float64]
+    assert_close(dx, dense @ w, tol, "dx")
+    assert_close(dw, dense.t() @ x, tol, "dW")
+    assert_close(db, dense.sum(0), tol, "db")
+
+
+X = torch.randn(4, 3, 5)  # [T, B, N]
+
+BAD_SPECS = [
+    # (id, callable building the spec, exception, text)
+    ("k-zero", lambda: sp.TopK(k=0), ValueError, "k must be >= 1"),
+    ("k-negative", lambda: sp.TopK(k=-2), ValueError, "k must be >= 1"),
+    ("k-float", lambda: sp.TopK(k=2.5), TypeError, "k must be an int"),
+    ("k-bool", lambda: sp.TopK(k=True), TypeError, "k must be an int"),
+    ("fraction-zero", lambda: sp.TopK(fraction=0.0), ValueError, "fraction must be in (0, 1]"),
+    ("fraction-above-1", lambda: sp.TopK(fraction=1.5), ValueError, "fraction must be in (0, 1]"),
+    ("fraction-nan", lambda: sp.TopK(fraction=float("nan")), ValueError, "fraction must be in"),
+    ("fraction-str", lambda: sp.TopK(fraction="0.1"), TypeError, "fraction must be a real"),
+    ("both", lambda: sp.TopK(k=2, fraction=0.5), ValueError, "exactly one of k and fraction"),
+    ("neither", lambda: sp.TopK(), ValueError, "exactly one of k and fraction"),
+    ("temporal-int", lambda: sp.TopK(k=1, temporal=1), TypeError, "temporal must be a bool"),
+    ("width-zero", lambda: sp.ActiveWindow(0.0), ValueError, "width must be > 0"),
+    ("width-negative", lambda: sp.ActiveWindow(-0.1), ValueError, "width must be > 0"),
+    ("width-nan", lambda: sp.ActiveWindow(float("nan")), ValueError, "width must be > 0"),
+    ("width-tensor", lambda: sp.ActiveWindow(torch.tensor(0.2)), TypeError, "width must be a real"),
+]
+
+
+@pytest.mark.parametrize("build,exc,text", [pytest.param(*c[1:], id=c[0]) for c in BAD_SPECS])
+def test_bad_spec(build, exc, text):
+    with pytest.raises(exc, match=text.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        build()
+
+
+@pytest.mark.parametrize("fn", [snnkernels.lif, reference.lif], ids=["op", "reference"])
+def test_bad_sparse_argument_of_lif(fn):
+    with pytest.raises(ValueError, match="k = 6 is larger than the N = 5"):
+        fn(X, 0.9, sparse=sp.TopK(k=6))
+    for bad in ("topk", 0.05, sp.TopK, S.atan()):
+        with pytest.raises(TypeError, match="sparse must be None"):
+            fn(X, 0.9, sparse=bad)
+
+
+@pytest.mark.parametrize("fn", [snnkernels.linear_lif, reference.linear_lif], ids=["op", "reference"])
+def test_bad_linear_lif_arguments(fn):
+    x = torch.randn(4, 3, 6)
+    w = torch.randn(5, 6)
+    cases = [
+        (dict(weight=torch.randn(5, 7)), ValueError, r"weight has 7 input features"),
+        (dict(weight=torch.randn(5)), ValueError, r"weight must be \[N, F\]"),
+        (dict(weight=w.double()), TypeError, "weight has dtype torch.float64"),
+        (dict(x=torch.randn(4, 6)), ValueError, r"x must be \[T, B, F\]"),
+        (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \[N\]"),
+        (dict(beta=torch.rand(4)), ValueError, "beta of shape"),
+        (dict(sparse=sp.TopK(k=6)), ValueError, "k = 6 is larger than the N = 5"),
+        (dict(sparse="window"), TypeError, "sparse must be None"),
+    ]
+    for overrides, exc, text in cases:
+        kwargs = dict(x=x, weight=w, bias=None, beta=0.9)
+        kwargs.update(overrides)
+        sparse = kwargs.pop("sparse", None)
+        with pytest.raises(exc, match=text):
+            fn(kwargs.pop("x"), kwargs.pop("weight"), kwargs.pop("bias"), kwargs.pop("beta"),
+               sparse=sparse)
