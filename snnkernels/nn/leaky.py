@@ -10,7 +10,7 @@ Differences from snnTorch (documented in docs/nn.md, none silent):
 - Setting `reset_mechanism` (or loading reset_mechanism_val from a checkpoint) changes the
   whole update; snnTorch 1.0.0 keeps the subtract/zero/none state function chosen at
   construction and only updates the reset_delay=False path.
-- With surrogate_disable, spikes keep the input's dtype (snnTorch's are float32 then).
+- Spikes have the input's dtype (snnTorch's surrogates return float32 spikes for any input).
 - A beta outside [0, 1] at construction warns (both clamp it in the forward, gradient 0 there).
 """
 
@@ -37,6 +37,8 @@ class Leaky(nn.Module):
     [*batch]. forward_sequence(x, mem) runs a sequence in either mode.
     Without init_hidden: returns (spk, mem). With init_hidden: returns spk (or (spk, mem) with
     output=True) and keeps the state in self.mem; passing mem is then a TypeError.
+    State across calls without init_hidden: a single step with mem=None continues from the
+    stored state (snnTorch's behaviour); a sequence with mem=None starts from zeros.
     As in snnTorch, the state (passed or stored) restarts from zeros when its shape differs
     from the input's neuron shape; e.g. init_leaky() returns an empty tensor for that purpose.
     """
@@ -167,8 +169,9 @@ class Leaky(nn.Module):
         return self._outputs(spk[0], self.mem)
 
     def forward_sequence(self, x, mem=None):
-        """Runs x [T, *batch] through the fused kernel; mem is the initial membrane [*batch].
-        Returns spikes and membrane at every step; self.mem keeps the last membrane."""
+        """Runs x [T, *batch] through the fused kernel from the initial membrane mem [*batch]
+        (zeros when None; with init_hidden, the stored state). Returns spikes and membrane at
+        every step; with init_hidden, self.mem keeps the last membrane for the next call."""
         _check_tensor(x)
         if x.dim() < 1:
             raise ValueError("forward_sequence expects a time-major input [T, *batch], got a "
@@ -178,9 +181,14 @@ class Leaky(nn.Module):
                 f"snnkernels.nn.Leaky (multi-step): input of shape {tuple(x.shape)} has the "
                 f"shape of the state, i.e. looks like ONE step; it is run as a sequence over "
                 "dim 0. Use step_mode='single' to feed one step at a time.", stacklevel=2)
+        if mem is None and not self.init_hidden:
+            # Each sequence starts from zeros: continuing from the previous call's state is
+            # what init_hidden is for (and keeping it would hold that call's graph alive).
+            mem = x.new_zeros(x.shape[1:])
         mem0 = self._initial_mem(x.shape[1:], x, mem)
         spk, mem_out = self._run(x, mem0)
-        self.mem = mem_out[-1] if x.shape[0] > 0 else mem0
+        if self.init_hidden:
+            self.mem = mem_out[-1] if x.shape[0] > 0 else mem0
         return self._outputs(spk, mem_out)
 
     def _looks_like(self, shape) -> bool:
