@@ -3,7 +3,10 @@
 from . import reference, sparse, surrogate
 from ._extension import build_info
 from .lif import lif
+from . import nn, utils  # drop-in layers (snnTorch-compatible), hidden-state helpers
+from .convert import convert
 from .linear_lif import linear_lif
 
 __all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info"]
+__all__ += ["nn", "utils", "convert"]
 __version__ = "0.1.0"

@@ -1,0 +1,26 @@
+"""Hidden-state helpers for models built from snnkernels.nn layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .nn.leaky import Leaky
+
+
+def reset(model: nn.Module) -> nn.Module:
+    """Sets the hidden state of every spiking layer in `model` to zeros (snnkernels.nn.Leaky,
+    and any other module with a reset_mem() method, e.g. snnTorch's neurons); returns model.
+    Use between independent sequences with init_hidden=True."""
+    for module in model.modules():
+        if callable(getattr(module, "reset_mem", None)):
+            module.reset_mem()
+    return model
+
+
+def detach(model: nn.Module) -> nn.Module:
+    """Cuts the hidden state of every snnkernels.nn.Leaky in `model` from the autograd graph
+    (truncated BPTT); returns model."""
+    for module in model.modules():
+        if isinstance(module, Leaky):
+            module.detach_hidden()
+    return model
