@@ -8,5 +8,4 @@ from .convert import convert
 from .linear_lif import linear_lif
 
 __all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info"]
-__all__ += ["nn", "utils", "convert"]
 __version__ = "0.1.0"
