@@ -1,0 +1,143 @@
+"""TabularSNN: the spiking MLP the study trains on tabular data (../shared/SPEC.md section 4).
+
+x [B, F] -> encoder -> [T, B, F] -> (Linear -> LIF) per hidden layer -> Linear -> readout.
+Each layer runs over the whole sequence at once: one matmul on [T*B, F] (nn.Linear on a
+[T, B, F] tensor), then one fused snnkernels.lif call on [T, B, H]. The model keeps no hidden
+state between calls (every forward starts from zero membranes), so a changed batch size,
+.to(device / dtype) and replicas need nothing special, and torch.compile(fullgraph=True)
+sees one graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .lif import lif
+from .nn import spike_grad as _spike_grad
+
+ENCODERS = ("direct", "rate")
+READOUTS = ("spike_count", "membrane")
+
+
+class SpikingLinear(nn.Module):
+    """nn.Linear followed by a LIF neuron over all T steps: [T, B, F] -> spikes, membrane
+    [T, B, H]. beta and threshold are per-layer floats, or per-neuron [H] Parameters when
+    learnable."""
+
+    def __init__(self, in_features, out_features, *, beta, threshold, surrogate,
+                 reset_mechanism, reset_delay, learn_beta=False, learn_threshold=False):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.beta = nn.Parameter(torch.full((out_features,), float(beta))) if learn_beta else beta
+        self.threshold = (nn.Parameter(torch.full((out_features,), float(threshold)))
+                          if learn_threshold else threshold)
+        self.surrogate = surrogate
+        self.reset_mechanism = reset_mechanism
+        self.reset_delay = reset_delay
+
+    def forward(self, current):
+        """current: the synaptic current [T, B, H] (already through self.linear)."""
+        return lif(current, self.beta, self.threshold, surrogate=self.surrogate,
+                   reset_mechanism=self.reset_mechanism, reset_delay=self.reset_delay)
+
+
+class TabularSNN(nn.Module):
+    """A feed-forward SNN classifier for tabular features.
+
+    in_features, hidden (widths of the spiking hidden layers), num_classes, T (time steps).
+    encoder: "direct" (default): the features are the input current at every step (the first
+        layer's matmul is done once and broadcast over T);
+      "rate": Bernoulli spikes with probability clamp(x, 0, 1) at each step (as
+        snntorch.spikegen.rate: scale features into [0, 1] first), drawn from a generator
+        seeded with `seed` (one per device; reseed() restarts it). The gradient passes
+        straight through the sampling (d spikes / d p = 1), so attacks can differentiate it.
+    readout: "spike_count" (default): logits = spike counts of a LIF output layer over T;
+      "membrane": logits = the mean over T of the membrane of a non-resetting leaky
+        integrator output layer (reset_mechanism "none"), a smooth readout.
+    surrogate: for every layer; None (atan(alpha=2.0)), snnkernels.surrogate.* or one of
+        snntorch.surrogate's factories.
+    sparse: only None (dense BPTT) for now.
+    beta, threshold, learn_beta, learn_threshold, reset_mechanism, reset_delay: the neurons'
+        (learnable ones become per-neuron Parameters).
+    forward(x [B, in_features]) -> logits [B, num_classes]; with record=True also the list of
+    each layer's spikes [T, B, width] (hidden layers, then the output layer).
+    """
+
+    def __init__(self, in_features: int, hidden=(128,), num_classes: int = 2, T: int = 8, *,
+                 encoder="direct", readout="spike_count", surrogate=None, sparse=None,
+                 beta=0.9, threshold=1.0, learn_beta=False, learn_threshold=False,
+                 reset_mechanism="subtract", reset_delay=True, seed: int = 0):
+        super().__init__()
+        if sparse is not None:
+            raise NotImplementedError(
+                "TabularSNN(sparse=...): sparse training lands with snnkernels.linear_lif; "
+                "only sparse=None (dense BPTT) is supported for now")
+        hidden = tuple(hidden)
+        for name, value in [("in_features", in_features), ("num_classes", num_classes),
+                            ("T", T), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TabularSNN: {name} must be a positive int, got {value!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"TabularSNN: encoder must be one of {ENCODERS}, got {encoder!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"TabularSNN: readout must be one of {READOUTS}, got {readout!r}")
+        self.in_features, self.num_classes, self.T = in_features, num_classes, T
+        self.encoder, self.readout, self.seed = encoder, readout, seed
+        sg = _spike_grad.resolve(surrogate)
+        neuron = dict(beta=beta, threshold=threshold, surrogate=sg, reset_delay=reset_delay,
+                      learn_beta=learn_beta, learn_threshold=learn_threshold)
+        widths = (in_features,) + hidden
+        self.layers = nn.ModuleList(
+            SpikingLinear(i, o, reset_mechanism=reset_mechanism, **neuron)
+            for i, o in zip(widths[:-1], widths[1:]))
+        out_reset = reset_mechanism if readout == "spike_count" else "none"
+        self.output = SpikingLinear(widths[-1], num_classes, reset_mechanism=out_reset, **neuron)
+        self._generators: dict = {}
+
+    def forward(self, x, record: bool = False):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"TabularSNN expects x of shape [batch, {self.in_features}], "
+                             f"got {shape}")
+        layers = list(self.layers) + [self.output]
+        if self.encoder == "direct":
+            # the same current at every step: one matmul on [B, F], broadcast over T
+            current = layers[0].linear(x).expand(self.T, *x.shape[:1], -1)
+        else:
+            current = layers[0].linear(self._rate_encode(x))
+        spikes = []
+        for i, layer in enumerate(layers):
+            if i > 0:
+                current = layer.linear(spikes[-1])  # one matmul on [T*B, width]
+            spk, mem = layer(current)
+            spikes.append(spk)
+        logits = spikes[-1].sum(0) if self.readout == "spike_count" else mem.mean(0)
+        return (logits, spikes) if record else logits
+
+    def _rate_encode(self, x):
+        p = x.clamp(0, 1).expand(self.T, *x.shape)
+        sample = _bernoulli(p.detach(), self._generator(x.device))
+        return p + (sample - p).detach()  # the sample's value, p's gradient
+
+    def _generator(self, device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def reseed(self, seed=None) -> None:
+        """Restarts the rate encoder's random stream (from `seed`, or the constructor's)."""
+        if seed is not None:
+            self.seed = seed
+        self._generators.clear()
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}"
+
+
+@torch.compiler.disable
+def _bernoulli(p, generator):
+    # Dynamo cannot trace a torch.Generator argument: a graph break here (so the rate encoder
+    # compiles, but not with fullgraph=True) keeps the seeded stream identical to eager.
+    return torch.bernoulli(p, generator=generator)
