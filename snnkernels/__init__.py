@@ -3,7 +3,7 @@
 from . import reference, sparse, surrogate
 from ._extension import build_info
 from .lif import lif
-from . import nn, utils  # drop-in layers (snnTorch-compatible), hidden-state helpers
+from . import models, nn, utils  # drop-in layers (snnTorch-compatible), models, state helpers
 from .convert import convert
 from .linear_lif import linear_lif
 
