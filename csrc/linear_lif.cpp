@@ -1,7 +1,9 @@
 // Device-generic forwards built from other ops: lif_forward_masked (lif_forward with the mask
 // arguments, for autograd) and linear_lif_forward (one GEMM for all T, then lif_forward).
 // Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
-// per-device lif_forward runs.
+// per-device lif_forward runs. The masked backward and the sparse synaptic backward are CPU-only
+// in this version: their CUDA registrations below raise a clear error (the Python wrappers
+// refuse sparse= on CUDA before that; dense linear_lif runs on CUDA).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -49,6 +51,12 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                           surrogate, p0, p1, reset, reset_delay);
 }
 
+void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "snnkernels: ", op.schema().name(),
+                              " (sparse linear_lif / masked LIF backward) is CPU-only in this "
+                              "version; use sparse=None on CUDA");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
@@ -59,6 +67,8 @@ TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
 TORCH_LIBRARY_IMPL(snnkernels, CUDA, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
+  m.impl("lif_backward_masked", torch::CppFunction::makeFromBoxedFunction<&cpu_only>());
+  m.impl("linear_sparse_backward", torch::CppFunction::makeFromBoxedFunction<&cpu_only>());
 }
 
 }  // namespace snnkernels
