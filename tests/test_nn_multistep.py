@@ -124,3 +124,18 @@ def test_compile_fullgraph():
     compiled = run(torch.compile(model, backend="aot_eager", fullgraph=True))
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_fullgraph_with_hidden_state():
+    """init_hidden: the state attribute is updated inside the compiled graph; chunks continue
+    as in eager mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), knn.LIF(beta=0.8, init_hidden=True))
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(6, 3, 4)
+    expected = torch.cat([model(x[:3]), model(x[3:])])
+    expected_mem = model[1].mem
+    model[1].reset_mem()
+    actual = torch.cat([compiled(x[:3]), compiled(x[3:])])
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    torch.testing.assert_close(model[1].mem, expected_mem, rtol=0, atol=0)

@@ -6,7 +6,8 @@ Differences from snnTorch (documented in docs/nn.md, none silent):
 - inhibition and state_quant raise NotImplementedError; spike_grad must be a surrogate the
   kernels know (ours or snnTorch's factories of the same names), else TypeError.
 - Hidden state is recreated as zeros on the input's device and dtype when its shape does not
-  match (snnTorch: input's dtype, but the old state's device).
+  match (snnTorch: input's dtype, but the old state's device). It is a plain attribute
+  converted by .to() etc., not a buffer, so DDP does not broadcast rank 0's state.
 - Setting `reset_mechanism` (or loading reset_mechanism_val from a checkpoint) changes the
   whole update; snnTorch 1.0.0 keeps the subtract/zero/none state function chosen at
   construction and only updates the reset_delay=False path.
@@ -94,7 +95,10 @@ class Leaky(nn.Module):
         self._reset_mechanism = reset_mechanism
         self._register("beta", beta, learn_beta)
         _warn_if_outside_unit_interval(self.beta)
-        self.register_buffer("mem", torch.zeros(0), persistent=False)
+        # The hidden state is a plain attribute, not a buffer (snnTorch: a non-persistent
+        # buffer): DDP broadcasts buffers from rank 0 at every forward, which would overwrite
+        # each rank's state with rank 0's. _apply below still converts it like a buffer.
+        self.mem = torch.zeros(0)
 
     def _register(self, name: str, value, learnable: bool) -> None:
         """A parameter when learnable, else a buffer (as snnTorch: no copy of a tensor)."""
@@ -133,6 +137,12 @@ class Leaky(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # A checkpoint's reset_mechanism_val decides the mechanism (snnTorch reads it too).
         self._reset_mechanism = RESET_MECHANISMS[int(self.reset_mechanism_val)]
+
+    def _apply(self, fn, recurse=True):
+        """.to() / .double() / .cuda() / ... convert the hidden state with the module."""
+        super()._apply(fn, recurse)
+        self.mem = fn(self.mem)
+        return self
 
     def reset_mem(self) -> torch.Tensor:
         self.mem = torch.zeros_like(self.mem)
@@ -210,7 +220,8 @@ class Leaky(nn.Module):
             self.mem = mem
         if tuple(self.mem.shape) != tuple(shape):
             return torch.zeros(shape, dtype=x.dtype, device=x.device)
-        return self.mem
+        # e.g. a DataParallel replica, which starts from the root module's state
+        return self.mem.to(x.device)
 
     def _run(self, x, mem0):
         spk, mem = lif(x, self.beta, self.threshold, mem0, surrogate=self.surrogate,
