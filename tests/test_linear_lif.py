@@ -187,3 +187,14 @@ def test_bad_linear_lif_arguments(fn):
         with pytest.raises(exc, match=text):
             fn(kwargs.pop("x"), kwargs.pop("weight"), kwargs.pop("bias"), kwargs.pop("beta"),
                sparse=sparse)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_k_equal_n_is_dense(temporal):
+    """All entries kept: the same gradients as the dense layer (the sparse synaptic backward
+    sums in another order than the GEMMs, hence a tolerance instead of identical bits)."""
+    inputs = layer_inputs(n=17)
+    _, _, dense = run_layer(snnkernels.linear_lif, inputs)
+    _, _, full = run_layer(snnkernels.linear_lif, inputs, sparse=sp.TopK(k=17, temporal=temporal))
+    for name in dense:
+        assert_close(full[name], dense[name], GRAD_TOL[torch.float64], f"grad {name}")
