@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .lif import lif
+from .nn import autocast as _autocast
 from .nn import spike_grad as _spike_grad
 
 ENCODERS = ("direct", "rate")
@@ -38,8 +39,9 @@ class SpikingLinear(nn.Module):
 
     def forward(self, current):
         """current: the synaptic current [T, B, H] (already through self.linear)."""
-        return lif(current, self.beta, self.threshold, surrogate=self.surrogate,
-                   reset_mechanism=self.reset_mechanism, reset_delay=self.reset_delay)
+        return lif(_autocast.kernel_input(current), self.beta, self.threshold,
+                   surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
+                   reset_delay=self.reset_delay)
 
 
 class TabularSNN(nn.Module):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..lif import lif
+from . import autocast as _autocast
 from . import spike_grad as _spike_grad
 
 RESET_MECHANISMS = ("subtract", "zero", "none")  # index = reset_mechanism_val, as snnTorch's
@@ -224,6 +225,7 @@ class Leaky(nn.Module):
         return self.mem.to(x.device)
 
     def _run(self, x, mem0):
+        x = _autocast.kernel_input(x)
         spk, mem = lif(x, self.beta, self.threshold, mem0, surrogate=self.surrogate,
                        reset_mechanism=self._reset_mechanism, reset_delay=self.reset_delay,
                        graded_spikes_factor=self.graded_spikes_factor)
