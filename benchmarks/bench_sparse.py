@@ -5,7 +5,7 @@ dense fused layer (dense mode: fused LIF backward + GEMMs), plus ActiveWindow(0.
 density; peak memory of one step; targets of the issue "Sparse gradient training". Writes
 <out>/sparse_cpu.md and <out>/sparse_cpu.json (default out: benchmarks/results/).
 
-    python benchmarks/bench_sparse.py [--out DIR] [--reps 5] [--quick]
+    python benchmarks/bench_sparse.py [--out DIR] [--reps 7] [--quick] [--threads N]
 
 Setup: x ~ N(0, 1) [T, B, F] float32, W ~ N(0, 1/F) * 2.5, bias 0.2, beta 0.9 (per neuron,
 learnable), threshold 1.0, atan surrogate, subtract reset with delay; loss = sum(spk * g) with a
@@ -204,7 +204,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="no memory subprocesses, 2 reps")
+    ap.add_argument("--quick", action="store_true", help="no memory subprocesses, 3 reps")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--memory-child", nargs=2, metavar=("LAYER", "MASK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -212,6 +213,8 @@ def main() -> int:
         return 0
     if args.quick:
         args.reps = 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     results = run(args)
     load_after = os.getloadavg()[0]
