@@ -225,11 +225,9 @@ class Leaky(nn.Module):
         return self.mem.to(x.device)
 
     def _run(self, x, mem0):
-        x = _autocast.kernel_input(x)
-        spk, mem = lif(x, self.beta, self.threshold, mem0, surrogate=self.surrogate,
-                       reset_mechanism=self._reset_mechanism, reset_delay=self.reset_delay,
-                       graded_spikes_factor=self.graded_spikes_factor)
-        return spk, mem
+        return lif(_autocast.kernel_input(x), self.beta, self.threshold, mem0,
+                   surrogate=self.surrogate, reset_mechanism=self._reset_mechanism,
+                   reset_delay=self.reset_delay, graded_spikes_factor=self.graded_spikes_factor)
 
     def _outputs(self, spk, mem):
         if self.init_hidden and not self.output:
