@@ -12,7 +12,8 @@ learnable), threshold 1.0, atan surrogate, subtract reset with delay; loss = sum
 fixed random g (no upstream gradient into mem). "layer backward" times torch.autograd.grad of
 (x, W, b, beta) from the forward's outputs; "step" times forward + backward. Minimum over
 --reps interleaved rounds (medians in the JSON).
-Peak memory: ru_maxrss growth of a fresh subprocess over one step (after its inputs exist).
+Peak memory: peak RSS (VmHWM, reset before the step) minus RSS before one step, in a fresh
+subprocess after a warm-up step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -103,15 +103,29 @@ def time_configs(inputs, names, reps: int) -> dict:
     return out
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_memory_child(layer: str, name: str) -> None:
-    """In a fresh process: MiB of peak RSS growth over one step (after a warm-up step of the
-    other shape-equal work would hide it, so none)."""
+    """In a fresh process: MiB by which the peak RSS of one step (forward + backward) exceeds
+    the RSS before it (inputs allocated). The kernel's peak (VmHWM) is reset first by writing 5
+    to /proc/self/clear_refs, so imports that peaked higher do not hide the step."""
     inputs = make_inputs(layer)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    spk, _ = forward(inputs, spec_for(name))
+    spec = spec_for(name)
+    spk, _ = forward(inputs, spec)  # warm-up: allocator and thread pool
     backward(inputs, spk)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_growth_mib": (after - before) / 1024}))
+    del spk
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    spk, _ = forward(inputs, spec)
+    backward(inputs, spk)
+    print(json.dumps({"peak_growth_mib": (_status_kib("VmHWM") - before) / 1024}))
 
 
 def peak_memory(layer: str, name: str) -> float:

@@ -108,9 +108,17 @@ def test_opcheck_linear_ops():
     rows, f = x.shape[0] * x.shape[1], x.shape[2]
     values = torch.randn(rows, 3, generator=g, dtype=torch.float64)
     indices = torch.stack([torch.randperm(n, generator=g)[:3].sort().values for _ in range(rows)])
+    x2 = x.detach().reshape(rows, f)
     torch.library.opcheck(torch.ops.snnkernels.linear_sparse_backward.default,
-                          (values, indices.int(), torch.empty(0, dtype=torch.int64),
-                           x.detach().reshape(rows, f), w.detach(), True, True, True))
+                          (values, indices.int(), torch.empty(0, dtype=torch.int64), x2,
+                           w.detach(), True, True, True))
+    # CSR (ActiveWindow's form), with empty rows, and only some outputs
+    row_ptr = torch.arange(rows + 1, dtype=torch.int64) // 2 * 3
+    nnz = int(row_ptr[-1])
+    torch.library.opcheck(torch.ops.snnkernels.linear_sparse_backward.default,
+                          (values.reshape(-1)[:nnz].contiguous(),
+                           indices.reshape(-1)[:nnz].int().contiguous(), row_ptr, x2,
+                           w.detach(), False, True, False))
 
 
 def test_sparse_synaptic_backward_matches_dense_matmuls():
