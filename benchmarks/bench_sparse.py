@@ -8,8 +8,8 @@ density; peak memory of one step; targets of the issue "Sparse gradient training
     python benchmarks/bench_sparse.py [--out DIR] [--reps 7] [--quick] [--threads N]
 
 Setup: x ~ N(0, 1) [T, B, F] float32, W ~ N(0, 1/F) * 2.5, bias 0.2, beta 0.9 (per neuron,
-learnable), threshold 1.0, atan surrogate, subtract reset with delay; loss = sum(spk * g) with a
-fixed random g (no upstream gradient into mem). "layer backward" times torch.autograd.grad of
+learnable), threshold 1.0, atan surrogate, subtract reset with delay; a fixed random upstream
+gradient for spk is passed directly (no loss, none into mem), as in the LIF benchmarks. "layer backward" times torch.autograd.grad of
 (x, W, b, beta) from the forward's outputs; "step" times forward + backward. Minimum over
 --reps interleaved rounds (medians in the JSON).
 Peak memory: peak RSS (VmHWM, reset before the step) minus RSS before one step, in a fresh
@@ -70,7 +70,7 @@ def forward(inputs, spec):
 
 def backward(inputs, spk):
     x, w, bias, beta, up = inputs
-    return torch.autograd.grad((spk * up).sum(), [x, w, bias, beta])
+    return torch.autograd.grad(spk, [x, w, bias, beta], grad_outputs=up)
 
 
 def time_once(inputs, spec) -> tuple:
