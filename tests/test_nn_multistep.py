@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snnkernels import nn as knn
 from snnkernels import surrogate as S
 
-from helpers import (FORWARD_TOL, GRAD_TOL, RESET_DELAYS, RESETS, ParamMode, Result,
-                     assert_results_match, make_case, upstream_weights)
+from helpers import (FORWARD_TOL, GRAD_TOL, RESET_DELAYS, RESETS, SURROGATES, ParamMode,
+                     Result, assert_results_match, make_case, upstream_weights)
 
 SHAPE = (7, 3, 5)
 PARAMS = ("beta", "threshold", "graded_spikes_factor")
@@ -68,6 +70,24 @@ def test_sequence_equals_steps_looped(dtype, reset_mechanism, reset_delay, surro
     expected = run_looped(case, **options)
     actual = run_sequence(case, cls, **options)
     assert_results_match(actual, expected, FORWARD_TOL[dtype], GRAD_TOL[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4),
+       layout=st.sampled_from(["0dim", "per_neuron", "per_element"]),
+       reset_mechanism=st.sampled_from(RESETS), reset_delay=st.booleans(),
+       surrogate=st.sampled_from([p.values[0] for p in SURROGATES]), seed=st.integers(0, 99))
+def test_sequence_equals_steps_looped_any_shape(shape, layout, reset_mechanism, reset_delay,
+                                                 surrogate, seed):
+    """Random [T, *batch] shapes and parameter layouts, float64."""
+    case = make_case(tuple(shape), ParamMode(layout, True), dtype=torch.float64, seed=seed)
+    batch = tuple(shape[1:])
+    case.mem0 = case.mem0.detach().expand(batch).clone().requires_grad_(True)
+    options = dict(spike_grad=surrogate, reset_mechanism=reset_mechanism,
+                   reset_delay=reset_delay)
+    expected = run_looped(case, **options)
+    actual = run_sequence(case, knn.LIF, **options)
+    assert_results_match(actual, expected, FORWARD_TOL[torch.float64], GRAD_TOL[torch.float64])
 
 
 def test_lif_chunks_continue_with_init_hidden():
