@@ -70,6 +70,7 @@ def check_model(rank, name):
                                    msg=lambda m: f"{name} rank {rank} grad {n}: {m}")
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                    reason="torch.distributed with the gloo backend is not available")
 def test_ddp_two_cpu_ranks(tmp_path):
     mp.spawn(worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD)
