@@ -41,12 +41,16 @@ inline __attribute__((always_inline)) void gather_sum_impl(const T* values, cons
                                                            int64_t count, const T* src,
                                                            int64_t ld, T* out, int64_t len) {
   typedef T V __attribute__((vector_size(64)));
-  constexpr int64_t kLanes = 64 / sizeof(T), kVecs = kBlock / kLanes;
+  constexpr int64_t kLanes = 64 / sizeof(T), kVecs = kBlock / kLanes, kAhead = 4;
   if (len == kBlock) {
     V acc[kVecs] = {};
     for (int64_t e = 0; e < count; ++e) {
       const V v = V{} + values[e];
       const T* s = src + int64_t(idx[e]) * ld;
+      if (e + kAhead < count) {  // the gathers are bound by L2 latency: ask for rows early
+        const char* next = reinterpret_cast<const char*>(src + int64_t(idx[e + kAhead]) * ld);
+        for (int64_t b = 0; b < kBlock * int64_t(sizeof(T)); b += 64) __builtin_prefetch(next + b);
+      }
       for (int64_t q = 0; q < kVecs; ++q) {
         V w;
         std::memcpy(&w, s + q * kLanes, sizeof(V));
