@@ -57,7 +57,7 @@ def run_layer(fn, inputs, seed=1, **kwargs):
 @pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("spec", SPECS)
 def test_matches_reference(spec, reset_delay, dtype):
-    inputs = layer_inputs(dtype=dtype)
+    inputs = layer_inputs(f=70, dtype=dtype)  # F = 70: a full column block of 64 and a tail
     kwargs = dict(sparse=spec, reset_delay=reset_delay, surrogate=S.fast_sigmoid(slope=5))
     spk, mem, grads = run_layer(snnkernels.linear_lif, inputs, **kwargs)
     spk_r, mem_r, grads_r = run_layer(reference.linear_lif, inputs, **kwargs)
@@ -79,9 +79,11 @@ def test_without_bias_and_fixed_params(spec):
         assert_close(grads[name], grads_r[name], GRAD_TOL[torch.float64], f"grad {name}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("spec", SPECS)
-def test_same_bits_twice_and_for_any_thread_count(restore_num_threads, spec):
-    inputs = layer_inputs(t=5, b=24, f=33, n=200, dtype=torch.float32, seed=2)
+def test_same_bits_twice_and_for_any_thread_count(restore_num_threads, spec, dtype):
+    # F = 150: two full column blocks of 64 and a tail, so every path of the gathers runs
+    inputs = layer_inputs(t=5, b=24, f=150, n=200, dtype=dtype, seed=2)
     results = {}
     for threads in sorted({1, 2, restore_num_threads}):
         torch.set_num_threads(threads)
