@@ -62,7 +62,7 @@ TORCH_LIBRARY(snnkernels, m) {
   // grad_spk / grad_mem: [T, M], a 1-element tensor broadcast to [T, M], or None (zero).
   // Returns grad_x [T, M] and grad_mem0 [M]; with param_grads, the gradients of beta (clamp
   // mask applied), threshold and graded in their own shapes, summed in a fixed order (time, then
-  // neurons ascending on the CPU; a fixed tree on CUDA) so the bits never depend on the thread
+  // neurons ascending, in 8 interleaved lanes for a scalar, on the CPU; a fixed tree on CUDA) so the bits never depend on the thread
   // count or launch configuration; else three empty tensors.
   m.def(
       "lif_backward(Tensor? grad_spk, Tensor? grad_mem, Tensor mem, Tensor pre_reset, "
