@@ -57,6 +57,23 @@ inline void check_grad(const c10::optional<at::Tensor>& g, const char* name, con
   check_time_major(*g, name, mem);
 }
 
+// The arguments every LIF backward shares (dense or masked, CPU or CUDA); mem is [T, M].
+inline void check_backward_args(const c10::optional<at::Tensor>& grad_spk,
+                                const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
+                                const at::Tensor& pre_reset,
+                                const c10::optional<at::Tensor>& mem0, const at::Tensor& beta,
+                                const at::Tensor& threshold, const at::Tensor& graded,
+                                bool reset_delay) {
+  const int64_t m = mem.size(1);
+  if (!reset_delay) check_time_major(pre_reset, "pre_reset", mem);
+  check_grad(grad_spk, "grad_spk", mem);
+  check_grad(grad_mem, "grad_mem", mem);
+  check_state(mem0, mem);
+  check_param(beta, "beta", mem, m);
+  check_param(threshold, "threshold", mem, m);
+  check_param(graded, "graded", mem, m);
+}
+
 // CPU outputs of 32 MiB or more always come from fresh mmap'd pages (glibc never keeps blocks
 // above its 32 MiB mmap threshold), and faulting them in one by one from the kernel's first
 // writes cost as much as the kernel itself (N=4096 forward: 51k faults, 64% of its time).

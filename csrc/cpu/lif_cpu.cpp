@@ -173,13 +173,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
   TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
   check_cpu_dtype(mem);
   const int64_t steps = mem.size(0), m = mem.size(1);
-  if (!reset_delay) check_time_major(pre_reset, "pre_reset", mem);
-  check_grad(grad_spk, "grad_spk", mem);
-  check_grad(grad_mem, "grad_mem", mem);
-  check_state(mem0, mem);
-  check_param(beta, "beta", mem, m);
-  check_param(threshold, "threshold", mem, m);
-  check_param(graded, "graded", mem, m);
+  check_backward_args(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
+                      reset_delay);
   const auto acc = mem.options();
   at::Tensor grad_x = empty_output(mem.sizes(), mem.options());
   at::Tensor grad_mem0 = empty_output({m}, mem.options());

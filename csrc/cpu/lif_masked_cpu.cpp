@@ -340,13 +340,8 @@ lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
   TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
   check_cpu_dtype(mem);
   const int64_t steps = mem.size(0), m = mem.size(1);
-  if (!reset_delay) check_time_major(pre_reset, "pre_reset", mem);
-  check_grad(grad_spk, "grad_spk", mem);
-  check_grad(grad_mem, "grad_mem", mem);
-  check_state(mem0, mem);
-  check_param(beta, "beta", mem, m);
-  check_param(threshold, "threshold", mem, m);
-  check_param(graded, "graded", mem, m);
+  check_backward_args(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
+                      reset_delay);
   const auto kind = static_cast<Mask>(mask);
   TORCH_CHECK(kind == Mask::TopK || kind == Mask::ActiveWindow,
               "snnkernels: mask must be 1 (TopK) or 2 (ActiveWindow), got ", mask);
