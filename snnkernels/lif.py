@@ -28,8 +28,9 @@ def lif(
     surrogate-gradient BPTT backward in another. Computes what snnTorch 1.0.0's Leaky computes
     when called once per time step (../shared/SPEC.md section 1).
 
-    x: [T, *batch], time-major; float32/float64 on CPU, float32/float16/bfloat16 on CUDA
-       (float32 arithmetic inside). Any strides (non-contiguous input is copied once).
+    x: [T, *batch], time-major; float32/float64 on CPU, float32/float16/bfloat16/float64 on
+       CUDA (float32 arithmetic inside for the half types). Any strides (non-contiguous input
+       is copied once).
     beta, threshold, graded_spikes_factor: float, 0-dim tensor, or tensor broadcastable to
        x.shape[1:]; differentiable when a tensor requires grad. beta is clamped to [0, 1] in the
        forward (its gradient is 0 outside).
