@@ -1,0 +1,59 @@
+"""LinearLIF: a Linear layer followed by LIF neurons over all T steps, as one module running
+snnkernels.linear_lif (one GEMM for all steps, the fused LIF, and with `sparse=` a synaptic
+backward that touches only the surviving gradient entries; CPU only for sparse)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import sparse as _sparse
+from ..linear_lif import linear_lif
+
+
+class LinearLIF(nn.Module):
+    """x [T, B, in_features] -> (spk, mem), both [T, B, out_features], from a zero membrane.
+
+    Weight and bias are initialized as nn.Linear's. beta / threshold: floats, or per-neuron
+    [out_features] Parameters when learn_beta / learn_threshold. surrogate, reset_mechanism,
+    reset_delay, sparse: as snnkernels.linear_lif (sparse=None is exact dense BPTT)."""
+
+    def __init__(self, in_features: int, out_features: int, beta: float = 0.9,
+                 threshold: float = 1.0, *, bias: bool = True, surrogate=None,
+                 reset_mechanism: str = "subtract", reset_delay: bool = True, sparse=None,
+                 learn_beta: bool = False, learn_threshold: bool = False, device=None,
+                 dtype=None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LinearLIF: {name} must be a positive int, got {value!r}")
+        _sparse.resolve(sparse, out_features)  # a wrong spec fails here, not at the first call
+        factory = dict(device=device, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.beta = (nn.Parameter(torch.full((out_features,), float(beta), **factory))
+                     if learn_beta else float(beta))
+        self.threshold = (nn.Parameter(torch.full((out_features,), float(threshold), **factory))
+                          if learn_threshold else float(threshold))
+        self.surrogate, self.sparse = surrogate, sparse
+        self.reset_mechanism, self.reset_delay = reset_mechanism, reset_delay
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialization."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        return linear_lif(x, self.weight, self.bias, self.beta, self.threshold,
+                          surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
+                          reset_delay=self.reset_delay, sparse=self.sparse)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, sparse={self.sparse!r}")
