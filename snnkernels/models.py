@@ -10,10 +10,14 @@ sees one graph.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
+from . import sparse as _sparse
 from .lif import lif
+from .linear_lif import linear_lif
 from .nn import autocast as _autocast
 from .nn import spike_grad as _spike_grad
 
@@ -24,11 +28,14 @@ READOUTS = ("spike_count", "membrane")
 class SpikingLinear(nn.Module):
     """nn.Linear followed by a LIF neuron over all T steps: [T, B, F] -> spikes, membrane
     [T, B, H]. beta and threshold are per-layer floats, or per-neuron [H] Parameters when
-    learnable."""
+    learnable. sparse: None or a mask from snnkernels.sparse for this layer's backward."""
 
     def __init__(self, in_features, out_features, *, beta, threshold, surrogate,
-                 reset_mechanism, reset_delay, learn_beta=False, learn_threshold=False):
+                 reset_mechanism, reset_delay, learn_beta=False, learn_threshold=False,
+                 sparse=None):
         super().__init__()
+        _sparse.resolve(sparse, out_features)  # a wrong spec fails here, not at the first call
+        self.sparse = sparse
         self.linear = nn.Linear(in_features, out_features)
         self.beta = nn.Parameter(torch.full((out_features,), float(beta))) if learn_beta else beta
         self.threshold = (nn.Parameter(torch.full((out_features,), float(threshold)))
@@ -41,7 +48,16 @@ class SpikingLinear(nn.Module):
         """current: the synaptic current [T, B, H] (already through self.linear)."""
         return lif(_autocast.kernel_input(current), self.beta, self.threshold,
                    surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
-                   reset_delay=self.reset_delay)
+                   reset_delay=self.reset_delay, sparse=self.sparse)
+
+    def from_input(self, x):
+        """x: the layer's input [T, B, F]. Dense: self.linear, then the fused LIF. Sparse: the
+        fused snnkernels.linear_lif, whose synaptic backward touches only the kept entries."""
+        if self.sparse is None:
+            return self(self.linear(x))
+        return linear_lif(x, self.linear.weight, self.linear.bias, self.beta, self.threshold,
+                          surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
+                          reset_delay=self.reset_delay, sparse=self.sparse)
 
 
 class TabularSNN(nn.Module):
@@ -59,7 +75,12 @@ class TabularSNN(nn.Module):
         integrator output layer (reset_mechanism "none"), a smooth readout.
     surrogate: for every layer; None (atan(alpha=2.0)), snnkernels.surrogate.* or one of
         snntorch.surrogate's factories.
-    sparse: only None (dense BPTT) for now.
+    sparse: None (dense BPTT) or snnkernels.sparse.TopK / ActiveWindow, applied to the backward
+        of every hidden layer (the output layer, num_classes wide, stays dense). Layers after the
+        first run snnkernels.linear_lif, so their synaptic backward touches only the kept
+        entries; the first layer's synapse with the direct encoder is one [B, F] matmul
+        broadcast over T, whose backward is already small. The forward is unchanged. Sparse
+        backward is CPU-only (as snnkernels.linear_lif).
     beta, threshold, learn_beta, learn_threshold, reset_mechanism, reset_delay: the neurons'
         (learnable ones become per-neuron Parameters).
     forward(x [B, in_features]) -> logits [B, num_classes]; with record=True also the list of
@@ -71,10 +92,6 @@ class TabularSNN(nn.Module):
                  beta=0.9, threshold=1.0, learn_beta=False, learn_threshold=False,
                  reset_mechanism="subtract", reset_delay=True, seed: int = 0):
         super().__init__()
-        if sparse is not None:
-            raise NotImplementedError(
-                "TabularSNN(sparse=...): sparse training lands with snnkernels.linear_lif; "
-                "only sparse=None (dense BPTT) is supported for now")
         hidden = tuple(hidden)
         for name, value in [("in_features", in_features), ("num_classes", num_classes),
                             ("T", T), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))]:
@@ -86,12 +103,13 @@ class TabularSNN(nn.Module):
             raise ValueError(f"TabularSNN: readout must be one of {READOUTS}, got {readout!r}")
         self.in_features, self.num_classes, self.T = in_features, num_classes, T
         self.encoder, self.readout, self.seed = encoder, readout, seed
+        self.sparse = sparse
         sg = _spike_grad.resolve(surrogate)
         neuron = dict(beta=beta, threshold=threshold, surrogate=sg, reset_delay=reset_delay,
                       learn_beta=learn_beta, learn_threshold=learn_threshold)
         widths = (in_features,) + hidden
         self.layers = nn.ModuleList(
-            SpikingLinear(i, o, reset_mechanism=reset_mechanism, **neuron)
+            SpikingLinear(i, o, reset_mechanism=reset_mechanism, sparse=sparse, **neuron)
             for i, o in zip(widths[:-1], widths[1:]))
         out_reset = reset_mechanism if readout == "spike_count" else "none"
         self.output = SpikingLinear(widths[-1], num_classes, reset_mechanism=out_reset, **neuron)
@@ -105,14 +123,12 @@ class TabularSNN(nn.Module):
         layers = list(self.layers) + [self.output]
         if self.encoder == "direct":
             # the same current at every step: one matmul on [B, F], broadcast over T
-            current = layers[0].linear(x).expand(self.T, *x.shape[:1], -1)
+            spk, mem = layers[0](layers[0].linear(x).expand(self.T, *x.shape[:1], -1))
         else:
-            current = layers[0].linear(self._rate_encode(x))
-        spikes = []
-        for i, layer in enumerate(layers):
-            if i > 0:
-                current = layer.linear(spikes[-1])  # one matmul on [T*B, width]
-            spk, mem = layer(current)
+            spk, mem = layers[0].from_input(self._rate_encode(x))
+        spikes = [spk]
+        for layer in layers[1:]:
+            spk, mem = layer.from_input(spikes[-1])  # one matmul on [T*B, width]
             spikes.append(spk)
         logits = spikes[-1].sum(0) if self.readout == "spike_count" else mem.mean(0)
         return (logits, spikes) if record else logits
@@ -128,6 +144,19 @@ class TabularSNN(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    def dense_copy(self, surrogate=None) -> "TabularSNN":
+        """A deep copy that differentiates densely (sparse=None everywhere), with `surrogate`
+        (as the constructor's) in every layer when given, else the trained one. The forward is
+        the same as this model's. For attacks, which must never see the training-time mask."""
+        twin = copy.deepcopy(self)
+        twin.sparse = None
+        sg = None if surrogate is None else _spike_grad.resolve(surrogate)
+        for layer in list(twin.layers) + [twin.output]:
+            layer.sparse = None
+            if sg is not None:
+                layer.surrogate = sg
+        return twin
+
     def reseed(self, seed=None) -> None:
         """Restarts the rate encoder's random stream (from `seed`, or the constructor's)."""
         if seed is not None:
@@ -135,7 +164,8 @@ class TabularSNN(nn.Module):
         self._generators.clear()
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}"
+        return (f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}, "
+                f"sparse={self.sparse!r}")
 
 
 @torch.compiler.disable

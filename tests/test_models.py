@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from snnkernels import surrogate as S
+from snnkernels.sparse import ActiveWindow, TopK
 from snnkernels.models import TabularSNN
 
-from helpers import SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, assert_close
+from helpers import GRAD_TOL, SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, assert_close
 
 F, C, T, B = 6, 3, 5, 16
 
@@ -159,8 +160,10 @@ def test_trains():
 
 
 def test_bad_arguments():
-    with pytest.raises(NotImplementedError, match="linear_lif"):
+    with pytest.raises(TypeError, match="sparse"):
         TabularSNN(F, sparse="topk")
+    with pytest.raises(ValueError, match="k"):
+        TabularSNN(F, hidden=(4,), sparse=TopK(k=5))  # k larger than the layer
     for kwargs, match in [({"encoder": "latency"}, "encoder"), ({"readout": "max"}, "readout"),
                           ({"T": 0}, "T"), ({"hidden": (4, 0)}, r"hidden\[1\]")]:
         with pytest.raises(ValueError, match=match):
@@ -169,3 +172,62 @@ def test_bad_arguments():
         model()(torch.zeros(T, B, F))
     with pytest.raises(TypeError, match="spike_grad"):
         TabularSNN(F, surrogate=lambda z: z)
+
+
+def params_grads(net, x, encoder_seed=None):
+    net.zero_grad()
+    if encoder_seed is not None:
+        net.reseed(encoder_seed)
+    logits = net(x)
+    w = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    (logits * w).sum().backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("encoder", ["direct", "rate"])
+def test_sparse_keep_all_equals_dense(encoder):
+    """TopK keeping every neuron and an ActiveWindow wider than any |U - threshold| are the
+    dense backward (float64: identical forward, grads within GRAD_TOL)."""
+    x = data(dtype=torch.float64).abs() if encoder == "rate" else data(dtype=torch.float64)
+    dense = model(encoder=encoder).double()
+    ref_logits, ref_grads = params_grads(dense, x, 0)
+    for spec in (TopK(fraction=1.0), ActiveWindow(width=1e6)):
+        sparse = model(encoder=encoder, sparse=spec).double()
+        logits, grads = params_grads(sparse, x, 0)
+        assert torch.equal(logits, ref_logits)
+        for name, r in ref_grads.items():
+            assert_close(grads[name], r, GRAD_TOL[torch.float64], f"{spec} grad {name}")
+
+
+def test_sparse_changes_hidden_gradients_only():
+    """TopK(k=1) on the hidden layers: same forward, the output layer's weight gradient is the
+    dense one (it stays dense), the hidden layers' differ."""
+    x = data(dtype=torch.float64)
+    dense, sparse = model().double(), model(sparse=TopK(k=1)).double()
+    ref_logits, ref_grads = params_grads(dense, x)
+    logits, grads = params_grads(sparse, x)
+    assert torch.equal(logits, ref_logits)
+    for name, r in ref_grads.items():
+        if name.startswith("output."):
+            assert_close(grads[name], r, GRAD_TOL[torch.float64], f"grad {name}")
+        elif name.endswith("weight"):
+            assert not torch.allclose(grads[name], r), name
+
+
+def test_dense_copy():
+    """dense_copy: same forward, no mask anywhere, the requested surrogate in every layer, the
+    original untouched; its gradients equal a dense model's with the same weights."""
+    x = data(dtype=torch.float64)
+    sparse = model(sparse=TopK(k=2)).double()
+    twin = sparse.dense_copy(surrogate=S.fast_sigmoid(slope=5))
+    layers = list(twin.layers) + [twin.output]
+    assert twin.sparse is None and all(l.sparse is None for l in layers)
+    assert all(l.surrogate == S.fast_sigmoid(slope=5) for l in layers)
+    assert all(l.sparse == TopK(k=2) for l in sparse.layers)
+    dense = model(surrogate=S.fast_sigmoid(slope=5)).double()
+    ref_logits, ref_grads = params_grads(dense, x)
+    logits, grads = params_grads(twin, x)
+    assert torch.equal(logits, ref_logits)
+    for name, r in ref_grads.items():
+        assert_close(grads[name], r, GRAD_TOL[torch.float64], f"grad {name}")
+    assert sparse.dense_copy().layers[0].surrogate == sparse.layers[0].surrogate
