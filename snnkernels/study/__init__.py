@@ -1,0 +1,1 @@
+"""The `snnkernels study` experiment: data, arms, training, attacks, statistics and the report."""

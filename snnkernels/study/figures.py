@@ -1,0 +1,208 @@
+"""PNG figures of a finished study: robustness vs eps, throughput vs density, robustness vs
+throughput.
+
+Drawn with matplotlib's object API (`Figure` + `FigureCanvasAgg`), never pyplot, so the caller's
+backend and pyplot state are left untouched and no display is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from snnkernels.study.report import atomic_write_bytes
+from snnkernels.study.stats import Estimate, norm_label, ordered, summarize
+
+FAMILY_STYLES = {  # line style and marker per arm family, so families read apart at a glance
+    "dense": ("-", "o"),
+    "topk": ("--", "s"),
+    "active_window": ("-.", "^"),
+    "mlp": (":", "D"),
+}
+MAX_PANELS_PER_ROW = 3
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a dataset or norm name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)) or "_"
+
+
+def robust_vs_eps_name(dataset: str, norm: str) -> str:
+    return f"robust_vs_eps_{safe_name(dataset)}_{safe_name(norm)}.png"
+
+
+THROUGHPUT_VS_DENSITY = "throughput_vs_density.png"
+ROBUST_VS_THROUGHPUT = "robust_vs_throughput.png"
+
+
+def _bar(e: Estimate) -> float:
+    """Error-bar length: the CI half-width, or 0 where a single seed gives no interval."""
+    return 0.0 if math.isnan(e.half_width) else e.half_width
+
+
+def _style(family: str | None) -> tuple[str, str]:
+    return FAMILY_STYLES.get(family, ("-", "o"))
+
+
+def _save(figure: Figure, path: str) -> str:
+    FigureCanvasAgg(figure)  # attach the Agg canvas explicitly: no global backend involved
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _panels(count: int, panel_size=(4.8, 3.8)):
+    """A constrained-layout figure with `count` axes in rows of at most MAX_PANELS_PER_ROW."""
+    ncols = max(1, min(count, MAX_PANELS_PER_ROW))
+    nrows = max(1, math.ceil(count / ncols))
+    figure = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = [figure.add_subplot(nrows, ncols, i + 1) for i in range(max(count, 1))]
+    return figure, axes
+
+
+def _robust_vs_eps(rows: list[dict], dataset: str, norm: str, path: str) -> str:
+    figure, (axes,) = _panels(1, (6.4, 4.4))
+    for row in rows:
+        points = sorted((eps, e) for (n, eps), e in row["robust"].items() if n == norm)
+        if not points:
+            continue
+        # eps = 0 is the clean metric, so each line starts where the attack has no budget
+        eps_values = [0.0] + [eps for eps, _ in points]
+        estimates = [row["clean"]] + [e for _, e in points]
+        line, marker = _style(row["family"])
+        axes.errorbar(
+            eps_values,
+            [e.mean for e in estimates],
+            yerr=[_bar(e) for e in estimates],
+            linestyle=line,
+            marker=marker,
+            markersize=4,
+            capsize=3,
+            label=row["arm"],
+        )
+    metric = rows[0]["metric"] or "accuracy"
+    axes.set_xlabel(f"{norm_label(norm)} ε (standardized feature units; 0 = clean)")
+    axes.set_ylabel(f"robust {metric} (worst case over attacks)")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title(f"{dataset}: robust {metric} vs {norm_label(norm)} ε (mean ± 95% CI)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _throughput_vs_density(rows: list[dict], path: str) -> str:
+    datasets = ordered(r["dataset"] for r in rows)
+    figure, panels = _panels(len(datasets))
+    for axes, dataset in zip(panels, datasets):
+        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+        by_arm = {r["arm"]: r for r in dataset_rows}
+        sparse = [r for r in dataset_rows if r["twin"] and not math.isnan(r["density"].mean)]
+        for twin in ordered(r["twin"] for r in sparse):
+            if twin in by_arm:
+                speed = by_arm[twin]["train_samples_per_s"]
+                axes.axhline(speed.mean, color="black", linewidth=1, label=f"{twin} (dense twin)")
+                if _bar(speed):
+                    axes.axhspan(speed.mean - speed.half_width, speed.mean + speed.half_width,
+                                 color="black", alpha=0.1)
+        for row in sparse:
+            _, marker = _style(row["family"])
+            axes.errorbar(
+                row["density"].mean,
+                row["train_samples_per_s"].mean,
+                xerr=_bar(row["density"]),
+                yerr=_bar(row["train_samples_per_s"]),
+                marker=marker,
+                linestyle="none",
+                capsize=3,
+                label=row["arm"],
+            )
+        if sparse:
+            axes.set_xscale("log")
+            axes.legend(fontsize=7)
+        else:
+            axes.text(0.5, 0.5, "no sparse arms", ha="center", va="center",
+                      transform=axes.transAxes)
+        axes.set_ylim(bottom=0)  # from zero, so the gap to the twin is not exaggerated
+        axes.set_xlabel("gradient density (fraction of entries kept)")
+        axes.set_ylabel("train samples/s")
+        axes.set_title(f"{dataset}: training throughput vs density")
+        axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def mid_point(row_points: list[tuple[str, float]]) -> tuple[str, float] | None:
+    """The (norm, eps) the robustness-vs-throughput scatter uses: the middle of the first
+    norm's grid (L∞ when present), lower middle for an even grid."""
+    if not row_points:
+        return None
+    norms = ordered(n for n, _ in row_points)
+    norm = "linf" if "linf" in norms else norms[0]
+    grid = sorted(eps for n, eps in row_points if n == norm)
+    return norm, grid[(len(grid) - 1) // 2]
+
+
+def _robust_vs_throughput(rows: list[dict], path: str) -> str:
+    datasets = ordered(r["dataset"] for r in rows)
+    figure, panels = _panels(len(datasets))
+    for axes, dataset in zip(panels, datasets):
+        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+        point = mid_point(ordered(p for r in dataset_rows for p in r["robust"]))
+        if point is None:
+            axes.text(0.5, 0.5, "no robust accuracy recorded", ha="center", va="center",
+                      transform=axes.transAxes)
+            axes.set_title(dataset)
+            continue
+        speeds = []
+        for row in dataset_rows:
+            robust = row["robust"].get(point)
+            speed = row["train_samples_per_s"]
+            if robust is None or math.isnan(robust.mean) or math.isnan(speed.mean):
+                continue
+            _, marker = _style(row["family"])
+            axes.errorbar(speed.mean, robust.mean, xerr=_bar(speed), yerr=_bar(robust),
+                          marker=marker, linestyle="none", capsize=3, label=row["arm"])
+            speeds.append(speed.mean)
+        if speeds and min(speeds) > 0 and max(speeds) > 10 * min(speeds):
+            axes.set_xscale("log")  # only across an order of magnitude: log ticks are unreadable
+        if speeds:
+            axes.legend(fontsize=7)
+        axes.set_ylim(-0.02, 1.02)
+        metric = dataset_rows[0]["metric"] or "accuracy"
+        axes.set_xlabel("train samples/s")
+        axes.set_ylabel(f"robust {metric} at {norm_label(point[0])} ε={point[1]:g}")
+        axes.set_title(f"{dataset}: robustness vs training throughput")
+        axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def write_figures(cells: list[dict], out_dir: str) -> list[str]:
+    """Write the study's PNG figures into out_dir and return their paths, in this order:
+
+    - robust_vs_eps_<dataset>_<norm>.png for every dataset × norm: one line per arm, robust
+      accuracy (mean ± 95% CI over seeds) against eps, with the clean metric at eps = 0;
+    - throughput_vs_density.png: train samples/s against density for the sparse arms, one panel
+      per dataset, the dense twin as a horizontal line with its CI band;
+    - robust_vs_throughput.png: robust accuracy at the middle eps of the L∞ grid against train
+      samples/s, every arm, one panel per dataset.
+
+    Each file is written atomically. With no cells nothing is written and [] is returned.
+    """
+    rows = summarize(cells)
+    if not rows:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for dataset in ordered(r["dataset"] for r in rows):
+        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+        for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
+            path = os.path.join(out_dir, robust_vs_eps_name(dataset, norm))
+            paths.append(_robust_vs_eps(dataset_rows, dataset, norm, path))
+    paths.append(_throughput_vs_density(rows, os.path.join(out_dir, THROUGHPUT_VS_DENSITY)))
+    paths.append(_robust_vs_throughput(rows, os.path.join(out_dir, ROBUST_VS_THROUGHPUT)))
+    return paths

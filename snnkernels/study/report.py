@@ -1,0 +1,447 @@
+"""Results files and the Markdown report of a finished study.
+
+- `write_results`: results.csv (a row per dataset × arm × seed × attack × eps) and results.json
+  (the cell records unchanged).
+- `main_table`: the compact table the CLI prints.
+- `write_report`: report.md (verdicts first, then tables, sanity checks, figures, config and
+  environment), together with the figures it links.
+
+Every file is written atomically (temporary file in the same directory, then `os.replace`), so
+an interrupted run leaves either the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import uuid
+
+from snnkernels.study.stats import (
+    ALPHA,
+    THROUGHPUT_QUANTITY,
+    Estimate,
+    mean_spike_rate,
+    norm_label,
+    ordered,
+    paired,
+    point_key,
+    summarize,
+    unique_cells,
+    verdict,
+)
+
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+REPORT_MD = "report.md"
+
+CSV_COLUMNS = [
+    "dataset", "arm", "seed", "family", "density", "twin", "metric",
+    "attack", "norm", "eps", "surrogate", "accuracy", "clean", "epochs", "seconds",
+    "train_samples_per_s", "infer_samples_per_s", "backward_share", "activation_bytes",
+    "peak_memory_bytes", "spike_rate_mean", "spike_rates",
+]
+CLEAN_ATTACK = "none"  # attack/norm of the clean row (eps 0)
+WORST_CASE_ATTACK = "worst_case"  # attack of the rows copied from a cell's "robust" list
+
+# Sanity thresholds. A working attack chooses a perturbation per example, so at a large budget
+# it drives accuracy towards 0, below chance, whatever the number of classes; chance itself is
+# not in the records. Hence one absolute threshold for every dataset.
+SANITY_MAX_ROBUST_AT_LARGEST_EPS = 0.2
+# Gradient-free/transfer attacks beating the white-box ones, or robust accuracy rising with eps,
+# by more than this (mean over seeds) points at a broken attack or masked gradients.
+SANITY_MARGIN = 0.05
+WHITE_BOX_ATTACKS = {"fgsm", "pgd", "apgd_ce"}
+BLACK_BOX_ATTACKS = {"square", "transfer_dense", "transfer_mlp"}
+SUSPICION = "attack may be broken / gradient masking suspected for arm"
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write data to path via a temporary file in the same directory and os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    # os.open with mode 0o666 honours the umask, so the result has ordinary permissions
+    # (tempfile.mkstemp would leave it readable by the owner only)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- results files
+
+
+def results_rows(cells: list[dict]) -> list[dict]:
+    """The results.csv rows: per cell one clean row (attack "none", norm "none", eps 0, accuracy =
+    the clean metric), one row per "attacks" entry and one "worst_case" row per "robust" entry,
+    each carrying the cell's identity, density/family and throughput columns."""
+    rows = []
+    for cell in cells:
+        speed = cell.get("throughput") or {}
+        spike_rates = cell.get("spike_rates") or []
+        common = {
+            "dataset": cell["dataset"], "arm": cell["arm"], "seed": cell["seed"],
+            "family": cell.get("family"), "density": cell.get("density"),
+            "twin": cell.get("twin"), "metric": cell.get("metric"),
+            "clean": cell.get("clean"), "epochs": cell.get("epochs"),
+            "seconds": cell.get("seconds"),
+            "train_samples_per_s": speed.get("train_samples_per_s"),
+            "infer_samples_per_s": speed.get("infer_samples_per_s"),
+            "backward_share": speed.get("backward_share"),
+            "activation_bytes": speed.get("activation_bytes"),
+            "peak_memory_bytes": speed.get("peak_memory_bytes"),
+            "spike_rate_mean": mean_spike_rate(cell) if spike_rates else None,
+            "spike_rates": json.dumps(spike_rates),
+        }
+        rows.append({**common, "attack": CLEAN_ATTACK, "norm": CLEAN_ATTACK, "eps": 0.0,
+                     "surrogate": None, "accuracy": cell.get("clean")})
+        for attack in cell.get("attacks", []):
+            rows.append({**common, "attack": attack["attack"], "norm": attack["norm"],
+                         "eps": attack["eps"], "surrogate": attack.get("surrogate"),
+                         "accuracy": attack["accuracy"]})
+        for robust in cell.get("robust", []):
+            rows.append({**common, "attack": WORST_CASE_ATTACK, "norm": robust["norm"],
+                         "eps": robust["eps"], "surrogate": None,
+                         "accuracy": robust["accuracy"]})
+    return rows
+
+
+def write_results(cells: list[dict], out_dir: str) -> list[str]:
+    """Write results.csv (see `results_rows`; None is an empty field) and results.json (the cells
+    exactly as given) into out_dir, atomically; return [csv_path, json_path]."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(results_rows(cells))
+    csv_path = os.path.join(out_dir, RESULTS_CSV)
+    json_path = os.path.join(out_dir, RESULTS_JSON)
+    atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(json_path, json.dumps(cells, indent=1) + "\n")
+    return [csv_path, json_path]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def format_number(value, digits: int = 3) -> str:
+    """Accuracies and fractions with `digits` decimals, large numbers with thousands separators."""
+    if _missing(value):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def format_estimate(e: Estimate, digits: int = 3) -> str:
+    """'mean ± half-width', both at the mean's precision; 'mean ± n/a' with one seed; 'n/a'
+    with none."""
+    if _missing(e.mean):
+        return "n/a"
+    if _missing(e.half_width):
+        return f"{format_number(e.mean, digits)} ± n/a"
+    if abs(e.mean) >= 100:
+        return f"{e.mean:,.0f} ± {e.half_width:,.0f}"
+    return f"{e.mean:.{digits}f} ± {e.half_width:.{digits}f}"
+
+
+def format_bytes(value) -> str:
+    if _missing(value):
+        return "n/a"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def format_p(p) -> str:
+    if _missing(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table padded to aligned columns, so it also reads as plain text."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+
+    def line(values):
+        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(values, widths)) + " |"
+
+    separator = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), separator] + [line(r) for r in rows])
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _nearest(grid: list[float], target: float) -> float:
+    return min(grid, key=lambda eps: (abs(eps - target), eps))
+
+
+def main_table_eps(rows: list[dict]) -> list[float]:
+    """The L∞ eps shown in the main table: those nearest 0.1 and 0.5 in the recorded grid."""
+    grid = sorted({eps for r in rows for norm, eps in r["robust"] if norm == "linf"})
+    return ordered(_nearest(grid, target) for target in (0.1, 0.5)) if grid else []
+
+
+def _speedups(paired_rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["dataset"], r["arm"]): r
+            for r in paired_rows if r["quantity"] == THROUGHPUT_QUANTITY}
+
+
+def _format_speedup(row: dict | None) -> str:
+    """'×ratio' of mean train samples/s over the paired seeds, '*' when p < ALPHA; '—' for an
+    arm without a twin."""
+    if row is None:
+        return "—"
+    if _missing(row["ratio"]):
+        return "n/a"
+    star = "*" if not _missing(row["p_value"]) and row["p_value"] < ALPHA else ""
+    return f"×{row['ratio']:.2f}{star}"
+
+
+def main_table(cells: list[dict]) -> str:
+    """Per dataset × arm: clean metric, robust L∞ accuracy at eps 0.1 and 0.5 (or the nearest
+    recorded eps), train samples/s (all mean ± 95% CI over seeds) and the training speedup
+    of a sparse arm over its dense twin ('*' marks p < 0.05 in the paired t-test)."""
+    rows = summarize(cells)
+    if not rows:
+        return "(no finished cells)"
+    eps_shown = main_table_eps(rows)
+    speedups = _speedups(paired(cells))
+    headers = ["dataset", "arm", "seeds", "clean"]
+    headers += [f"robust L∞ ε={eps:g}" for eps in eps_shown]
+    headers += ["train samples/s", "speedup vs twin"]
+    table = []
+    for r in rows:
+        line = [r["dataset"], r["arm"], str(len(r["seeds"])), format_estimate(r["clean"])]
+        for eps in eps_shown:
+            e = r["robust"].get(point_key("linf", eps))
+            line.append(format_estimate(e) if e else "n/a")
+        line.append(format_estimate(r["train_samples_per_s"]))
+        line.append(_format_speedup(speedups.get((r["dataset"], r["arm"]))))
+        table.append(line)
+    return markdown_table(headers, table)
+
+
+def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(dataset, norm, table) per dataset × norm: arms × (clean, each eps), mean ± 95% CI."""
+    tables = []
+    for dataset in ordered(r["dataset"] for r in rows):
+        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+        for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
+            grid = sorted({eps for r in dataset_rows for n, eps in r["robust"] if n == norm})
+            headers = ["arm", "clean"] + [f"ε={eps:g}" for eps in grid]
+            table = []
+            for r in dataset_rows:
+                cells = [r["robust"].get((norm, eps)) for eps in grid]
+                table.append([r["arm"], format_estimate(r["clean"])]
+                             + [format_estimate(e) if e else "n/a" for e in cells])
+            tables.append((dataset, norm, markdown_table(headers, table)))
+    return tables
+
+
+def paired_table(paired_rows: list[dict]) -> str:
+    headers = ["dataset", "arm", "twin", "quantity", "sparse", "twin mean",
+               "difference ± 95% CI", "p", "pairs"]
+    table = []
+    for r in paired_rows:
+        digits = 0 if r["quantity"] == THROUGHPUT_QUANTITY else 3
+        difference = Estimate(r["mean_difference"], r["ci_half_width"], r["n_pairs"])
+        table.append([
+            r["dataset"], r["arm"], r["twin"], r["label"],
+            format_number(r["sparse_mean"], digits), format_number(r["twin_mean"], digits),
+            format_estimate(difference, digits), format_p(r["p_value"]), str(r["n_pairs"]),
+        ])
+    return markdown_table(headers, table)
+
+
+def throughput_table(rows: list[dict]) -> str:
+    headers = ["dataset", "arm", "family", "density", "train samples/s", "infer samples/s",
+               "backward share", "activation bytes/step", "peak memory", "spike rate",
+               "epochs", "cell seconds"]
+    table = []
+    for r in rows:
+        table.append([
+            r["dataset"], r["arm"], str(r["family"]), format_number(r["density"].mean),
+            format_estimate(r["train_samples_per_s"], 1),
+            format_estimate(r["infer_samples_per_s"], 1),
+            format_estimate(r["backward_share"]),
+            format_bytes(r["activation_bytes"].mean),
+            format_bytes(r["peak_memory_bytes"].mean),
+            format_number(r["spike_rate"].mean),
+            format_number(r["epochs"].mean, 1),
+            format_number(r["seconds"].mean, 1),
+        ])
+    return markdown_table(headers, table)
+
+
+# ---------------------------------------------------------------- sanity checks
+
+
+def _mean(values) -> float:
+    kept = [float(v) for v in values if not _missing(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _attack_gap(cell: dict, norm: str, eps: float) -> float:
+    """White-box minus gradient-free/transfer accuracy at one point of one cell (nan if either
+    kind is missing). Positive: the attacks that ignore gradients did better."""
+    def best(kinds):
+        found = [a["accuracy"] for a in cell.get("attacks", [])
+                 if a["attack"] in kinds and point_key(a["norm"], a["eps"]) == (norm, eps)]
+        return min(found) if found else math.nan
+
+    return best(WHITE_BOX_ATTACKS) - best(BLACK_BOX_ATTACKS)
+
+
+def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
+    """(table, warnings). The table lists, per dataset × arm × norm, the robust accuracy at the
+    largest eps. A warning naming the arm is raised when, averaged over seeds,
+    - robust accuracy at the largest eps of a norm is above SANITY_MAX_ROBUST_AT_LARGEST_EPS;
+    - a gradient-free or transfer attack beats every white-box attack by more than SANITY_MARGIN;
+    - robust accuracy rises with eps (clean counted as eps 0) by more than SANITY_MARGIN.
+    """
+    rows = summarize(cells)
+    unique = unique_cells(cells)
+    headers = ["dataset", "arm", "norm", "largest ε", "robust at largest ε", "status"]
+    table, warnings = [], []
+    for r in rows:
+        suspicions = []
+        for norm in ordered(n for n, _ in r["robust"]):
+            grid = sorted(eps for n, eps in r["robust"] if n == norm)
+            largest = r["robust"][(norm, grid[-1])]
+            high = not _missing(largest.mean) and largest.mean > SANITY_MAX_ROBUST_AT_LARGEST_EPS
+            table.append([r["dataset"], r["arm"], norm_label(norm), f"{grid[-1]:g}",
+                          format_estimate(largest), "WARNING" if high else "ok"])
+            if high:
+                suspicions.append(
+                    f"robust accuracy {largest.mean:.3f} at the largest {norm_label(norm)} "
+                    f"ε={grid[-1]:g} is above {SANITY_MAX_ROBUST_AT_LARGEST_EPS:g}")
+            curve = [(0.0, r["clean"].mean)]
+            curve += [(eps, r["robust"][(norm, eps)].mean) for eps in grid]
+            for (eps_a, acc_a), (eps_b, acc_b) in zip(curve, curve[1:]):
+                if not _missing(acc_a) and not _missing(acc_b) and acc_b > acc_a + SANITY_MARGIN:
+                    suspicions.append(
+                        f"robust accuracy rises from {acc_a:.3f} at {norm_label(norm)} "
+                        f"ε={eps_a:g} to {acc_b:.3f} at ε={eps_b:g}")
+            arm_cells = [c for c in unique if (c["dataset"], c["arm"]) == (r["dataset"], r["arm"])]
+            for eps in grid:
+                gap = _mean(_attack_gap(c, norm, eps) for c in arm_cells)
+                if not _missing(gap) and gap > SANITY_MARGIN:
+                    suspicions.append(
+                        f"gradient-free/transfer attacks beat the white-box ones by {gap:.3f} "
+                        f"at {norm_label(norm)} ε={eps:g}")
+        if suspicions:
+            warnings.append(
+                f"{SUSPICION} {r['arm']} on {r['dataset']}: " + "; ".join(suspicions) + ".")
+    return markdown_table(headers, table), warnings
+
+
+# ---------------------------------------------------------------- report
+
+
+def _json_block(value) -> str:
+    return "```json\n" + json.dumps(value, indent=2, default=str) + "\n```"
+
+
+def render_report(cells: list[dict], config: dict, environment: dict,
+                  figure_names: list[str]) -> str:
+    """The report.md text; figure_names are file names relative to the report."""
+    rows = summarize(cells)
+    paired_rows = paired(cells)
+    datasets = ordered(r["dataset"] for r in rows)
+    n_tests = sum(1 for r in paired_rows if r["n_pairs"] >= 2
+                  and r["quantity"] in ("robust", THROUGHPUT_QUANTITY))
+    out = ["# snnkernels study report", ""]
+    sanity, warnings = sanity_checks(cells)
+    if datasets:
+        out += [" ".join(verdict(paired_rows, d) for d in datasets), ""]
+        flagged = ordered(w[len(SUSPICION) + 1:].split(":")[0] for w in warnings)
+        if flagged:
+            out += [f"Caution: the sanity checks flag {', '.join(flagged)}; robustness numbers of "
+                    "a flagged arm may come from a broken attack or masked gradients rather than "
+                    "real robustness.", ""]
+    else:
+        out += ["No cell finished, so there is nothing to compare yet.", ""]
+    out += [
+        f"Test: two-sided paired t-test (`scipy.stats.ttest_rel`) of sparse arm − dense twin, "
+        f"paired by seed, α = {ALPHA:g}. A verdict counts every robust-accuracy point (each norm "
+        f"and ε) and the train samples/s of every sparse arm; {n_tests} such tests had at "
+        f"least two pairs and they are not corrected for multiple comparisons, so about "
+        f"{ALPHA * n_tests:.1f} of them are expected below α by chance alone. A difference "
+        f"identical on every seed has no variance; its p-value is reported as n/a and not "
+        f"counted. Intervals are Student-t 95% CIs over seeds (n/a with one seed).",
+        "",
+        "## Main table", "",
+        "Mean ± 95% CI over seeds. Speedup: mean train samples/s of the sparse arm over its "
+        "dense twin on the same seeds; * marks p < 0.05.", "",
+        main_table(cells), "",
+        "## Robust accuracy", "",
+        "Worst case per example over all attacks at each (norm, ε), mean ± 95% CI over seeds.",
+        "",
+    ]
+    for dataset, norm, table in robust_tables(rows):
+        out += [f"### {dataset}, {norm_label(norm)}", "", table, ""]
+    out += ["## Paired comparison with the dense twin", ""]
+    out += [paired_table(paired_rows) if paired_rows else "No sparse arm with a dense twin.", ""]
+    out += ["## Throughput", "",
+            "Training and inference samples/s, the fraction of a training step spent in "
+            "backward, bytes saved for backward per step, peak CUDA memory (n/a on CPU), mean "
+            "spike rate over the spiking layers; mean over seeds.", "",
+            throughput_table(rows) if rows else "(no finished cells)", ""]
+    out += [
+        "## Sanity checks", "",
+        f"A working attack picks a perturbation per example, so at the largest ε robust accuracy "
+        f"should fall near 0 (below chance, for any number of classes). An arm is flagged when, "
+        f"averaged over seeds, its robust accuracy at the largest ε of a norm is above "
+        f"{SANITY_MAX_ROBUST_AT_LARGEST_EPS:g}, when gradient-free or transfer attacks beat every "
+        f"white-box attack by more than {SANITY_MARGIN:g}, or when robust accuracy rises with ε "
+        f"by more than {SANITY_MARGIN:g}.", "",
+        sanity if rows else "(no finished cells)", "",
+    ]
+    out += [f"- **{w}**" for w in warnings] or ["No arm was flagged."]
+    out += ["", "## Figures", ""]
+    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in figure_names] or ["(none)"]
+    out += ["", "## Configuration", "", _json_block(config), "",
+            "## Environment", "", _json_block(environment), ""]
+    return "\n".join(out)
+
+
+def write_report(cells: list[dict], out_dir: str, config: dict, environment: dict) -> str:
+    """Write the figures (`write_figures`) and report.md into out_dir; return report.md's path.
+
+    report.md: per-dataset verdicts first, the test used, the main table, robust-accuracy tables
+    per dataset × norm, the paired comparison with p-values, the throughput table, sanity
+    checks (with a plain warning per suspicious arm), links to the figures, config, environment.
+    """
+    from snnkernels.study.figures import write_figures  # here: figures imports this module
+
+    os.makedirs(out_dir, exist_ok=True)
+    figures = write_figures(cells, out_dir)
+    text = render_report(cells, config, environment, [os.path.basename(p) for p in figures])
+    path = os.path.join(out_dir, REPORT_MD)
+    atomic_write_text(path, text)
+    return path
