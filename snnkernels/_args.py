@@ -38,7 +38,7 @@ def check_neuron_param(value, name: str, x: torch.Tensor):
         )
     if value.device != x.device and not (value.dim() == 0 and value.device.type == "cpu"):
         raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
-    return value
+    return drop_leading_ones(value, batch)
 
 
 def check_mem0(mem0, x: torch.Tensor):
@@ -55,7 +55,14 @@ def check_mem0(mem0, x: torch.Tensor):
         )
     if mem0.device != x.device:
         raise ValueError(f"mem0 is on {mem0.device} but x is on {x.device}")
-    return mem0
+    return drop_leading_ones(mem0, batch)
+
+
+def drop_leading_ones(value: torch.Tensor, batch: tuple) -> torch.Tensor:
+    """A view of `value` without the leading size-1 dims it has beyond len(batch) (accepted by
+    broadcasts_to), so results keep x's shape instead of growing to the parameter's rank."""
+    extra = value.dim() - len(batch)
+    return value.reshape(value.shape[extra:]) if extra > 0 else value
 
 
 def check_reset(reset_mechanism, reset_delay) -> int:

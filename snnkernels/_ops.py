@@ -167,7 +167,7 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
     mask, k, width, temporal = ctx.mask
     gs, gm = _compact_grad(grad_spk), _compact_grad(grad_mem)
     gx = gw = gb = None
-    if mask == 0:  # dense: the fused LIF backward, then GEMMs
+    if mask == 0 or n == 0:  # dense (or no neurons, nothing to mask): LIF backward, GEMMs
         gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
             gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads)
         gi = gi.view(steps * batch, n)

@@ -108,9 +108,10 @@ def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> t
         shape.pop(0)
     if value.numel() == 1:
         return value.reshape(1)
-    if value.numel() == 0:
-        # No neurons (a 0-size dim in x.shape[1:]): the kernels need P >= 1. The sum keeps the
-        # empty tensor in the graph, so its gradient is an empty tensor, not None.
+    if value.numel() == 0 or m == 0:
+        # No neurons (a 0-size dim in x.shape[1:], which a non-empty parameter may broadcast
+        # to, e.g. [2, 1] to [2, 0]): the kernels need P >= 1. The sum keeps the tensor in the
+        # graph, so its gradient is zeros of its shape, not None.
         return value.sum().reshape(1)
     if tuple(shape) == batch[len(batch) - len(shape):]:
         return value.reshape(-1).contiguous()
