@@ -39,6 +39,10 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     sg = _surrogate.resolve(surrogate)
     mask = _sparse.resolve(sparse, n)
     check_kernel_input(x, "linear_lif", mask)
+    if mask is not None and steps * batch > _sparse.MAX_ROWS:
+        raise ValueError(
+            f"linear_lif with sparse=: x has T * B = {steps * batch} rows; the sparse synaptic "
+            f"backward indexes rows with int32, so at most 2^31 - 1 = {_sparse.MAX_ROWS}")
     mask_args = (0, 0, 0.0, False) if mask is None else (mask.kind, mask.k, mask.width,
                                                          mask.temporal)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -42,6 +42,11 @@ from typing import Optional
 
 # Ids shared with csrc/lif_math.h (enum class Mask).
 MASK_IDS = {"none": 0, "topk": 1, "active_window": 2}
+# The compact gradients index a neuron within its row with int32 (csrc/cpu/lif_masked_cpu.cpp),
+# and linear_lif's sparse synaptic backward indexes the T * B rows with int32
+# (csrc/cpu/linear_sparse_cpu.cpp): the limits, checked before any kernel runs.
+MAX_ROW = 2**31
+MAX_ROWS = 2**31 - 1
 
 
 def _is_real(v) -> bool:
@@ -117,6 +122,11 @@ def resolve(sparse, n: int) -> Optional[KernelMask]:
     else is a TypeError naming `sparse`."""
     if sparse is None:
         return None
+    if n > MAX_ROW and isinstance(sparse, (TopK, ActiveWindow)):
+        raise ValueError(
+            f"sparse=: a row of {n} neurons (x.shape[-1]; linear_lif's N) is too long: the "
+            f"compact gradient indexes the neurons of a row with int32, so at most 2^31 = "
+            f"{MAX_ROW}")
     row = max(n, 1)  # an empty neuron dim: nothing to select, but the kernels need row >= 1
     if isinstance(sparse, TopK):
         return KernelMask(MASK_IDS["topk"], row, k=sparse.k_for(n) if n else 1,

@@ -317,9 +317,11 @@ def layer_result(spk, mem, layer, x, mem0, seed) -> Result:
 
 
 @ci_settings("leaky")
-@given(case=lif_cases(min_batch_dims=1, steps=st.sampled_from([1, 2, 3, 5])), options=st.fixed_dictionaries({
-    "spike_grad": surrogates(), "reset_mechanism": st.sampled_from(RESETS),
-    "reset_delay": st.booleans()}), seed=SEEDS)
+@given(case=lif_cases(min_batch_dims=1, steps=st.sampled_from([1, 2, 3, 5])),
+       options=st.fixed_dictionaries({"spike_grad": surrogates(),
+                                      "reset_mechanism": st.sampled_from(RESETS),
+                                      "reset_delay": st.booleans()}),
+       seed=SEEDS)
 def test_leaky_single_step_equals_multi_step(case, options, seed):
     """nn.Leaky called once per step (snnTorch's loop) equals nn.LIF on the whole sequence and
     Leaky.forward_sequence, and both equal reference.lif: outputs and gradients of the input,

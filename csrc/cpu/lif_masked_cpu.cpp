@@ -138,12 +138,14 @@ class TopKSelector {
 
  private:
   // |v| as TopK ranks it, as an unsigned integer of the same order; NaN ranks as +inf
-  // (torch.sort puts NaN first in descending order).
+  // (torch.sort puts NaN first in descending order). |v| is taken by clearing the sign bit:
+  // math_abs(-0.0) is -0.0, whose key (sign bit set) outranked every other entry and indexed
+  // past the end of the histogram (found by tests/test_hardening_properties.py).
   static Key rank_key(T v) {
-    const T a = v != v ? std::numeric_limits<T>::infinity() : math_abs(v);
+    const T a = v != v ? std::numeric_limits<T>::infinity() : v;
     Key k;
     std::memcpy(&k, &a, sizeof(k));
-    return k;
+    return k & (std::numeric_limits<Key>::max() >> 1);
   }
 
   static Key block_bound(const Key* key, int64_t n, int64_t k) {
@@ -347,6 +349,9 @@ lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
               "snnkernels: mask must be 1 (TopK) or 2 (ActiveWindow), got ", mask);
   TORCH_CHECK(row >= 1 && m % row == 0, "snnkernels: row (neurons per row) must divide M = ", m,
               ", got ", row);
+  // Neurons within a row are indexed with int32 (the selection, ELL and CSR indices).
+  TORCH_CHECK(row <= (int64_t(1) << 31), "snnkernels: row (neurons per row) must be at most 2^31 "
+              "(int32 indices within a row), got ", row);
   TORCH_CHECK(kind != Mask::TopK || (k >= 1 && k <= row),
               "snnkernels: TopK k must be in [1, row = ", row, "], got ", k);
   TORCH_CHECK(kind != Mask::ActiveWindow || width > 0,
