@@ -66,7 +66,7 @@ def drop_leading_ones(value: torch.Tensor, batch: tuple) -> torch.Tensor:
 
 
 def check_reset(reset_mechanism, reset_delay) -> int:
-    if reset_mechanism not in RESET_IDS:
+    if not isinstance(reset_mechanism, str) or reset_mechanism not in RESET_IDS:
         raise ValueError(
             f"reset_mechanism must be one of {sorted(RESET_IDS)}, got {reset_mechanism!r}"
         )

@@ -24,6 +24,9 @@ def convert(model: nn.Module) -> nn.Module:
     Layers the kernels cannot run exactly (inhibition, state_quant, an unsupported spike_grad,
     subclasses of Leaky) are kept as they are, with a warning naming them. A model without any
     snntorch.Leaky is returned unchanged, with a warning."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"snnkernels.convert: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")
     try:
         import snntorch
     except ImportError as e:

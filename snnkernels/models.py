@@ -11,10 +11,12 @@ sees one graph.
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from torch import nn
 
+from . import _args
 from . import sparse as _sparse
 from .lif import lif
 from .linear_lif import linear_lif
@@ -92,7 +94,11 @@ class TabularSNN(nn.Module):
                  beta=0.9, threshold=1.0, learn_beta=False, learn_threshold=False,
                  reset_mechanism="subtract", reset_delay=True, seed: int = 0):
         super().__init__()
-        hidden = tuple(hidden)
+        try:
+            hidden = tuple(hidden)
+        except TypeError as e:
+            raise TypeError(f"TabularSNN: hidden must be a sequence of layer widths, got "
+                            f"{hidden!r}") from e
         for name, value in [("in_features", in_features), ("num_classes", num_classes),
                             ("T", T), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -101,6 +107,12 @@ class TabularSNN(nn.Module):
             raise ValueError(f"TabularSNN: encoder must be one of {ENCODERS}, got {encoder!r}")
         if readout not in READOUTS:
             raise ValueError(f"TabularSNN: readout must be one of {READOUTS}, got {readout!r}")
+        for name, value in (("beta", beta), ("threshold", threshold)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"TabularSNN: {name} must be a float, got {value!r}")
+        _args.check_reset(reset_mechanism, reset_delay)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"TabularSNN: seed must be an int, got {seed!r}")
         self.in_features, self.num_classes, self.T = in_features, num_classes, T
         self.encoder, self.readout, self.seed = encoder, readout, seed
         self.sparse = sparse
@@ -120,6 +132,7 @@ class TabularSNN(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"TabularSNN expects x of shape [batch, {self.in_features}], "
                              f"got {shape}")
+        _check_input(x, self.output.linear.weight)
         layers = list(self.layers) + [self.output]
         if self.encoder == "direct":
             # the same current at every step: one matmul on [B, F], broadcast over T
@@ -166,6 +179,18 @@ class TabularSNN(nn.Module):
     def extra_repr(self) -> str:
         return (f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}, "
                 f"sparse={self.sparse!r}")
+
+
+def _check_input(x, weight) -> None:
+    """x's dtype and device against the model's (torch's own error would not name x). Under
+    autocast the first Linear casts x itself, so another floating dtype is fine there."""
+    if not x.is_floating_point():
+        raise TypeError(f"TabularSNN: x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"TabularSNN: x is on {x.device} but the model is on {weight.device}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"TabularSNN: x has dtype {x.dtype} but the model's parameters are "
+                        f"{weight.dtype}: convert x, or the model with .to(dtype)")
 
 
 @torch.compiler.disable

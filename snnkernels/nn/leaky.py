@@ -73,11 +73,11 @@ class Leaky(nn.Module):
             raise NotImplementedError(
                 "snnkernels.nn.Leaky: state_quant is not supported by the fused kernels; "
                 "keep snntorch.Leaky for this layer")
-        if reset_mechanism not in RESET_MECHANISMS:
+        if not isinstance(reset_mechanism, str) or reset_mechanism not in RESET_MECHANISMS:
             raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
         if not isinstance(reset_delay, bool):
             raise TypeError(f"reset_delay must be a bool, got {type(reset_delay).__name__}")
-        if step_mode not in STEP_MODES:
+        if not isinstance(step_mode, str) or step_mode not in STEP_MODES:
             raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
 
         self.surrogate_disable = surrogate_disable
@@ -102,9 +102,17 @@ class Leaky(nn.Module):
         self.mem = torch.zeros(0)
 
     def _register(self, name: str, value, learnable: bool) -> None:
-        """A parameter when learnable, else a buffer (as snnTorch: no copy of a tensor)."""
+        """A parameter when learnable, else a buffer (as snnTorch: no copy of a tensor). An
+        integer value is kept as given (snnTorch does; the forward casts it), except when
+        learnable, where it becomes the default float dtype (snnTorch raises there)."""
         if not isinstance(value, torch.Tensor):
-            value = torch.as_tensor(value)
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"snnkernels.nn.Leaky: {name} must be a number, a sequence of "
+                                f"numbers or a tensor, got {type(value).__name__}") from e
+        if learnable and not (value.is_floating_point() or value.is_complex()):
+            value = value.to(torch.get_default_dtype())
         if learnable:
             setattr(self, name, nn.Parameter(value))
         else:
@@ -128,7 +136,7 @@ class Leaky(nn.Module):
 
     @reset_mechanism.setter
     def reset_mechanism(self, value: str) -> None:
-        if value not in RESET_MECHANISMS:
+        if not isinstance(value, str) or value not in RESET_MECHANISMS:
             raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
         self.reset_mechanism_val = torch.as_tensor(
             RESET_MECHANISMS.index(value), device=self.reset_mechanism_val.device)
@@ -213,6 +221,8 @@ class Leaky(nn.Module):
                 raise TypeError(
                     "`mem` should not be passed as an argument while `init_hidden=True`")
             _check_tensor(mem, "mem")
+            if mem.numel() > 0 and mem.device != x.device:
+                raise ValueError(f"mem is on {mem.device} but the input is on {x.device}")
             if mem.numel() > 0 and tuple(mem.shape) != tuple(shape):
                 warnings.warn(
                     f"snnkernels.nn.Leaky: mem of shape {tuple(mem.shape)} does not match the "
@@ -225,9 +235,11 @@ class Leaky(nn.Module):
         return self.mem.to(x.device)
 
     def _run(self, x, mem0):
-        return lif(_autocast.kernel_input(x), self.beta, self.threshold, mem0,
+        x = _autocast.kernel_input(x)
+        return lif(x, _floating(self.beta, x), _floating(self.threshold, x), mem0,
                    surrogate=self.surrogate, reset_mechanism=self._reset_mechanism,
-                   reset_delay=self.reset_delay, graded_spikes_factor=self.graded_spikes_factor)
+                   reset_delay=self.reset_delay,
+                   graded_spikes_factor=_floating(self.graded_spikes_factor, x))
 
     def _outputs(self, spk, mem):
         if self.init_hidden and not self.output:
@@ -244,12 +256,24 @@ class LIF(Leaky):
         super().__init__(beta, *args, **kwargs)
 
 
+def _floating(value, x):
+    """An integer parameter tensor (e.g. threshold=1, kept as an int64 buffer as in snnTorch,
+    where type promotion makes it float) in x's dtype; anything else unchanged (a bool tensor
+    is refused by snnkernels.lif with an error naming the parameter)."""
+    if isinstance(value, torch.Tensor) and not value.is_floating_point() and \
+            value.dtype != torch.bool and not value.is_complex():
+        return value.to(x.dtype)
+    return value
+
+
 def _check_tensor(value, name: str = "input") -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
 
 
 def _warn_if_outside_unit_interval(beta: torch.Tensor) -> None:
+    if beta.is_meta or beta.is_complex() or beta.dtype == torch.bool:
+        return  # no values to look at (meta), or a dtype snnkernels.lif refuses by name
     with torch.no_grad():
         outside = beta.numel() > 0 and bool(((beta < 0) | (beta > 1)).any())
     if outside:

@@ -5,11 +5,14 @@ backward that touches only the surviving gradient entries; CPU only for sparse).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
+from .. import _args
 from .. import sparse as _sparse
+from .. import surrogate as _surrogate
 from ..linear_lif import linear_lif
 
 
@@ -29,7 +32,18 @@ class LinearLIF(nn.Module):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LinearLIF: {name} must be a positive int, got {value!r}")
-        _sparse.resolve(sparse, out_features)  # a wrong spec fails here, not at the first call
+        # a wrong setting fails here, not at the first call
+        if not isinstance(bias, bool):
+            raise TypeError(f"LinearLIF: bias must be a bool (as nn.Linear's), got "
+                            f"{type(bias).__name__}")
+        for name, value in (("beta", beta), ("threshold", threshold)):
+            if not _is_scalar(value):
+                raise TypeError(f"LinearLIF: {name} must be a float, got {value!r}")
+        _sparse.resolve(sparse, out_features)
+        _surrogate.resolve(surrogate)
+        _args.check_reset(reset_mechanism, reset_delay)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"LinearLIF: dtype must be a floating-point torch.dtype, got {dtype!r}")
         factory = dict(device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
@@ -57,3 +71,10 @@ class LinearLIF(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, sparse={self.sparse!r}")
+
+
+def _is_scalar(value) -> bool:
+    """A real number (not a bool) or a one-element floating-point tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and value.is_floating_point()
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
