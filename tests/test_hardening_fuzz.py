@@ -562,7 +562,7 @@ def _tensors(out):
     return []
 
 
-@settings(derandomize=True, database=None, deadline=None, max_examples=400,
+@settings(derandomize=True, database=None, deadline=None, max_examples=1000,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data(), name=st.sampled_from(sorted(ENTRY_POINTS)))
 def test_random_garbage(data, name):
