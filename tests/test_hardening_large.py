@@ -113,8 +113,10 @@ def test_lif_beyond_2_31_elements(device, reset_delay):
     run on those neurons alone; the debug poison (conftest) turns an element a kernel forgot to
     write into NaN."""
     steps, m = 2, 2**30 + 64
-    pattern = (torch.arange(m, device=device) % 7).float() * 0.7   # 7 kinds of neuron
+    kinds = torch.arange(7, dtype=torch.float32, device=device) * 0.7   # 7 kinds of neuron
+    pattern = kinds.repeat((m + 6) // 7)[:m]
     x = pattern.expand(steps, m).contiguous().requires_grad_(True)
+    del pattern
     spk, mem = snnkernels.lif(x, 0.8, reset_delay=reset_delay)
     for part in (slice(0, 128), slice(m - 128, m)):
         x_part = x.detach()[:, part].clone().requires_grad_(True)
