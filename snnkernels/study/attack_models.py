@@ -1,0 +1,204 @@
+"""What the attacker sees of a model, and how its predictions are scored (study attacks).
+
+attack_view(model, surrogate)  the module ART differentiates: for a TabularSNN a dense copy
+    (`dense_copy(surrogate)`: no training-time sparse mask, the given surrogate), else a deep copy
+    of the module; wrapped in AttackView, which resets neuron state on every call, averages
+    logits over encoder draws for rate-encoded models (expectation over transformation) and can
+    read the features out of an image view (ART's Square attack only takes images) and out of a
+    PerturbationFrame (one ART call covers a whole eps grid).
+predict(model, X, eot_samples, seed)  the class the *trained* model gives each row: one forward
+    of a copy of it (the same forward as the real model), for rate-encoded models the argmax of
+    the mean logits over eot_samples draws from a fixed seed.
+
+All copies leave the caller's modules untouched (ART sets .train(False) on what it is given,
+and EOT reseeds the encoder).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models import TabularSNN
+from ..utils import reset
+
+
+def is_rate_encoded(model: nn.Module) -> bool:
+    return getattr(model, "encoder", None) == "rate"
+
+
+def _has_state(model: nn.Module) -> bool:
+    # TabularSNN keeps no state between calls (every forward starts from zero membranes), so it
+    # has nothing to reset; other modules may hold snnkernels.nn.Leaky / snnTorch neurons.
+    return any(callable(getattr(m, "reset_mem", None)) for m in model.modules())
+
+
+class FeatureImage:
+    """The image layout for ART's Square attack, which refuses inputs that are not [n, C, H, W].
+
+    The F features go row by row into the top-left s x s block (s = ceil(sqrt(F))) of one
+    channel of an H x W image; the other pixels are ignored by the model. H = W = s + 1 because
+    ART picks a window's start with randint(0, H - tile), never the last row / column, and fails
+    when the window is as high as the image. For L2, ART's Square splits the image into 5 x 5
+    tiles of height H // 5 >= 2, so H >= 10 there (ignored pixels then take a share of the L2
+    budget: L2 Square is weaker than L-inf Square, never invalid).
+    """
+
+    def __init__(self, n_features: int, norm: str):
+        self.n_features = n_features
+        self.side = math.ceil(math.sqrt(n_features))
+        self.height = self.side + 1 if norm == "linf" else max(self.side + 1, 10)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (1, self.height, self.height)
+
+    def to_image(self, x: np.ndarray) -> np.ndarray:
+        n, s = x.shape[0], self.side
+        block = np.zeros((n, s * s), dtype=x.dtype)
+        block[:, : self.n_features] = x
+        image = np.zeros((n, 1, self.height, self.height), dtype=x.dtype)
+        image[:, 0, :s, :s] = block.reshape(n, s, s)
+        return image
+
+    def features(self, image):
+        """image [n, 1, H, W] (numpy or torch) -> features [n, F]."""
+        s = self.side
+        return image[:, 0, :s, :s].reshape(image.shape[0], s * s)[:, : self.n_features]
+
+
+class PerturbationFrame:
+    """Rows of x [n, F] at every eps of a grid, in the frame ART attacks: row r of the stack
+    (eps-major, n rows per eps) is u_r = (x_r - x0_r) / eps_r (zero when clean) plus a tag
+    column (r + 1) * TAG. ART attacks u with eps = 1; the model view decodes each row back to
+    x0_r + eps_r * u_r, reading r from the tag by rounding (ART moves the tag by at most 1,
+    its whole budget; the model never sees it and its gradient is zero).
+
+    Why: ART's APGD and Square take one scalar eps, and on the study's small test sets a call's
+    time is mostly fixed per-batch overhead, so one call on the stacked grid is several times
+    faster than one call per eps. L-inf and L2 attacks are equivariant under this per-row
+    scaling (sign / normalised steps, projections and random starts all scale with eps), so
+    this is the same attack as one with eps_r in x-space.
+    """
+
+    TAG = 1000.0
+
+    def __init__(self, x: np.ndarray, grid):
+        self.grid = tuple(float(e) for e in grid)
+        self.n = len(x)
+        self.x0 = np.tile(x, (len(self.grid), 1)).astype(np.float32)
+        self.eps = np.repeat(np.asarray(self.grid, np.float32), self.n)
+        self._on: dict = {}
+
+    def encode(self) -> np.ndarray:
+        """The clean stack in the attack frame: [len(grid) * n, F + 1]."""
+        u = np.zeros((len(self.x0), self.x0.shape[1] + 1), np.float32)
+        u[:, -1] = (np.arange(len(u)) + 1) * self.TAG
+        return u
+
+    def decode(self, u: torch.Tensor) -> torch.Tensor:
+        key = str(u.device)
+        if key not in self._on:
+            self._on[key] = (torch.as_tensor(self.x0, device=u.device),
+                             torch.as_tensor(self.eps, device=u.device))
+        x0, eps = self._on[key]
+        rows = (torch.round(u[:, -1].detach() / self.TAG).long() - 1).clamp(0, len(x0) - 1)
+        return x0[rows] + eps[rows, None] * u[:, :-1]
+
+    def split(self, u_adv: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """[(eps, x_adv [n, F])] per eps of the grid, from ART's output in the attack frame."""
+        x_adv = (self.x0 + self.eps[:, None] * u_adv[:, :-1]).astype(np.float32)
+        return [(e, x_adv[i * self.n:(i + 1) * self.n]) for i, e in enumerate(self.grid)]
+
+
+class AttackView(nn.Module):
+    """features [n, F] (or a PerturbationFrame's rows, or an image of either, see FeatureImage)
+    -> logits [n, C], centred per row.
+
+    Centring (subtracting each row's mean) changes neither the argmax, nor the cross-entropy,
+    nor its gradient, but keeps ART's "this model outputs probabilities" check (APGD-CE) from
+    firing on spike counts such as [1, 0]. Rate-encoded models: the batch is repeated
+    eot_samples times and the logits averaged, one encoder draw per copy; the encoder's stream
+    advances from call to call (fresh draws per gradient step), from the seed given to reseed().
+    """
+
+    def __init__(self, model: nn.Module, *, eot_samples: int = 1,
+                 frame: PerturbationFrame | None = None, image: FeatureImage | None = None,
+                 memo: bool = False):
+        super().__init__()
+        self.model = model
+        self.eot_samples = eot_samples if is_rate_encoded(model) else 1
+        self.frame, self.image = frame, image
+        self._stateful = _has_state(model)
+        # memo: remember the logits of every row seen without grad. ART's Square evaluates
+        # each point three times (the whole batch to find survivors, the current points' loss
+        # again, then the proposals): with the memo only the proposals cost a forward. Only for
+        # deterministic models (not rate-encoded, no state), where a row's logits are fixed.
+        self._memo = {} if memo and not self._stateful and not is_rate_encoded(model) else None
+
+    def reseed(self, seed: int) -> None:
+        if is_rate_encoded(self.model):
+            self.model.reseed(seed)
+
+    def forward(self, x):
+        if self._memo is None or torch.is_grad_enabled():
+            return self._logits(x)
+        keys = [row.tobytes() for row in x.detach().cpu().numpy()]
+        new = [i for i, key in enumerate(keys) if key not in self._memo]
+        if new:
+            for i, logits in zip(new, self._logits(x[new])):
+                self._memo[keys[i]] = logits
+        return torch.stack([self._memo[key] for key in keys])
+
+    def _logits(self, x):
+        if self.image is not None:
+            x = self.image.features(x)
+        # ART's L2 Square proposes NaN rows (0 / 0) at times; a spiking model reads NaN as "no
+        # spike" and would score them as valid points, so they get NaN logits, never accepted
+        finite = torch.isfinite(x).all(1, keepdim=True)
+        if self.frame is not None:
+            x = self.frame.decode(torch.nan_to_num(x))
+        if self._stateful:
+            reset(self.model)  # every ART iteration / query starts from a fresh neuron state
+        n = x.shape[0]
+        logits = self.model(x.repeat(self.eot_samples, 1) if self.eot_samples > 1 else x)
+        if self.eot_samples > 1:
+            logits = logits.view(self.eot_samples, n, -1).mean(0)
+        logits = logits - logits.mean(1, keepdim=True)
+        return torch.where(finite, logits, torch.full_like(logits, float("nan")))
+
+
+def attack_view(model: nn.Module, surrogate=None, *, eot_samples: int = 1,
+                frame: PerturbationFrame | None = None, image: FeatureImage | None = None,
+                memo: bool = False) -> AttackView:
+    """A dense, gradient-ready copy of `model` for ART. TabularSNN: dense_copy(surrogate)
+    (surrogate None: the trained one); other modules: a deep copy (surrogate must be None)."""
+    if isinstance(model, TabularSNN):
+        twin = model.dense_copy(surrogate)
+        # every TabularSNN forward starts from zero membranes: each ART query is a fresh start
+        assert not _has_state(twin), "TabularSNN was assumed stateless"
+    else:
+        if surrogate is not None:
+            raise ValueError(f"a surrogate applies to a TabularSNN, not {type(model).__name__}")
+        twin = copy.deepcopy(model)
+    return AttackView(twin.eval(), eot_samples=eot_samples, frame=frame, image=image, memo=memo)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: np.ndarray, *, eot_samples: int = 1, seed: int = 0,
+            batch_size: int = 4096) -> np.ndarray:
+    """Predicted classes [n] of the trained model on X [n, F] (a copy: forward identical).
+    Rate-encoded: argmax of the mean logits over eot_samples draws, the encoder reseeded with
+    `seed` first (the same draws for every call with the same X and seed)."""
+    view = AttackView(copy.deepcopy(model).eval(), eot_samples=eot_samples)
+    view.reseed(seed)
+    param = next(model.parameters(), None)
+    x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32,
+                        device=None if param is None else param.device)
+    return torch.cat([view(x[i:i + batch_size]).argmax(1)
+                      for i in range(0, len(x), batch_size)] or [torch.zeros(0, dtype=torch.long)]
+                     ).cpu().numpy()
