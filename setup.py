@@ -63,6 +63,10 @@ def extension():
     )
 
 
+# `snnkernels study` (the study CLI): data, attacks, statistics, figures, progress.
+STUDY = ["scikit-learn", "adversarial-robustness-toolbox>=1.17", "scipy", "pandas", "pyarrow",
+         "matplotlib", "tqdm"]
+
 setup(
     name="snnkernels",
     version="0.1.0",
@@ -70,7 +74,12 @@ setup(
     packages=find_packages(include=["snnkernels", "snnkernels.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy"],
-    extras_require={"test": ["pytest", "hypothesis", "snntorch==1.0.0"], "bench": ["pytest-benchmark"]},
+    extras_require={
+        "study": STUDY,
+        "test": ["pytest", "hypothesis", "snntorch==1.0.0"] + STUDY,
+        "bench": ["pytest-benchmark"],
+    },
+    entry_points={"console_scripts": ["snnkernels=snnkernels.cli:main"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

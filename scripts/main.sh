@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job (until the study exists): set up, then benchmark the fused LIF op against the
-# reference and snnTorch on this machine and write benchmarks/results/lif_cpu.{json,md}.
+# The main job: set up, then run the study (`snnkernels study`, default preset: breast_cancer,
+# wine and digits bundled with scikit-learn; <= 15 minutes on 2 CPU cores). Extra arguments go
+# to the command, e.g. `bash scripts/main.sh --preset quick`. Writes runs/<preset>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 VENV=${SNNKERNELS_VENV:-.venv}
-"$VENV/bin/python" benchmarks/run_benchmarks.py "$@"
+"$VENV/bin/snnkernels" study "$@"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from snnkernels.study import report, stats
+from snnkernels.study import atomic, report, stats
 from snnkernels.study.figures import write_figures
 
 LINF_GRID = [0.05, 0.1, 0.2, 0.5, 1.0]
@@ -244,14 +244,14 @@ def test_atomic_writes_leave_no_temporary_files(written_report):
 
 def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    report.atomic_write_text(str(path), "old")
+    atomic.write_text(str(path), "old")
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        report.atomic_write_text(str(path), "new")
+        atomic.write_text(str(path), "new")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["results.json"]
 

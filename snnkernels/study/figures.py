@@ -15,7 +15,7 @@ import re
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from snnkernels.study.report import atomic_write_bytes
+from snnkernels.study.atomic import write_bytes as atomic_write_bytes
 from snnkernels.study.stats import Estimate, norm_label, ordered, summarize
 
 FAMILY_STYLES = {  # line style and marker per arm family, so families read apart at a glance

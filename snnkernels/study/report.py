@@ -17,8 +17,8 @@ import io
 import json
 import math
 import os
-import uuid
 
+from snnkernels.study.atomic import write_text as atomic_write_text
 from snnkernels.study.stats import (
     ALPHA,
     THROUGHPUT_QUANTITY,
@@ -56,35 +56,6 @@ SANITY_MARGIN = 0.05
 WHITE_BOX_ATTACKS = {"fgsm", "pgd", "apgd_ce"}
 BLACK_BOX_ATTACKS = {"square", "transfer_dense", "transfer_mlp"}
 SUSPICION = "attack may be broken / gradient masking suspected for arm"
-
-
-# ---------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write data to path via a temporary file in the same directory and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    # os.open with mode 0o666 honours the umask, so the result has ordinary permissions
-    # (tempfile.mkstemp would leave it readable by the owner only)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------- results files

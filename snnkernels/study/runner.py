@@ -1,0 +1,206 @@
+"""Runs the study cell by cell: each (dataset, arm, seed) cell trains one model, measures its
+cost and attacks it, then is written to <out>/cells/ as one JSON file (and the model to
+<out>/models/), atomically. A rerun with the same --out skips finished cells, so an interrupted
+run loses at most the cell in flight."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import atomic
+from .arms import ARMS, DENSE_TWIN, Arm
+from .attacks import evaluate_robustness
+from .config import StudyConfig
+from .data import Split, Table, make_split
+from . import train as T
+
+MLP = "mlp"
+
+
+class RunFolderError(ValueError):
+    """--out cannot be used (unwritable, or holds a run with other settings)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    arm: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}__{self.arm}__seed{self.seed}"
+
+
+def plan(config: StudyConfig) -> list:
+    """Every cell, per dataset and seed the transfer sources (dense twin, MLP) first, as the
+    other arms' attacks need them."""
+    first = [a for a in (DENSE_TWIN, MLP) if a in config.arms]
+    order = first + [a for a in config.arms if a not in first]
+    return [Cell(d, a, s) for d in config.datasets for s in config.seeds for a in order]
+
+
+def required_arms(arms) -> tuple:
+    """arms plus what they are compared with: the dense twin of every sparse arm, and the MLP
+    and dense twin as transfer-attack sources of every other arm."""
+    arms = tuple(dict.fromkeys(arms))
+    extra = [a for a in (DENSE_TWIN, MLP) if a not in arms]
+    return arms + tuple(extra)
+
+
+class RunFolder:
+    def __init__(self, out, config: StudyConfig):
+        self.root = Path(out)
+        try:
+            for sub in ("cells", "models"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            atomic.write_text(self.root / ".write-test", "ok")
+            (self.root / ".write-test").unlink()
+        except OSError as e:
+            raise RunFolderError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        settings_path = self.root / "settings.json"
+        settings = config.cell_settings()
+        if settings_path.exists():
+            stored = json.loads(settings_path.read_text())
+            if stored != settings:
+                differ = sorted(k for k in settings if stored.get(k) != settings[k])
+                raise RunFolderError(
+                    f"--out {out} holds a run with other settings (differ in: "
+                    f"{', '.join(differ)}); use another --out, or delete that folder")
+        else:
+            atomic.write_json(settings_path, settings)
+
+    def cell_path(self, cell: Cell) -> Path:
+        return self.root / "cells" / f"{cell.key}.json"
+
+    def model_path(self, cell: Cell) -> Path:
+        return self.root / "models" / f"{cell.key}.pt"
+
+    def finished(self, cell: Cell):
+        path = self.cell_path(cell)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, cell: Cell, record: dict, model: torch.nn.Module) -> None:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic.write_bytes(self.model_path(cell), buffer.getvalue())
+        atomic.write_json(self.cell_path(cell), record)  # last: marks the cell finished
+
+
+def tensors(split: Split, device):
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)
+    return (as_x(split.X_train), as_y(split.y_train), as_x(split.X_val), as_y(split.y_val),
+            as_x(split.X_test), as_y(split.y_test))
+
+
+def build(arm: Arm, split: Split, config: StudyConfig, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)  # the same initial weights for every arm of one seed and width
+    return arm.build(split.num_features, split.num_classes, config.model).to(config.device)
+
+
+def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
+             sources: dict, progress) -> tuple:
+    """Trains, measures and attacks one cell; returns (record, trained model)."""
+    start = time.perf_counter()
+    arm = ARMS[cell.arm]
+    X_tr, y_tr, X_va, y_va, X_te, y_te = tensors(split, config.device)
+    model = build(arm, split, config, cell.seed)
+    result = T.train(model, X_tr, y_tr, X_va, y_va, config.train, metric=table.metric,
+                     seed=cell.seed, progress=lambda s: progress(f"train {s}"))
+    progress("measure")
+    clean = T.metric_value(T.predict(model, X_te), y_te, table.metric)
+    train_rate, backward_share = T.training_throughput(model, X_tr, y_tr, config.train.batch_size)
+    width = arm.sparse.width if arm.family == "active_window" else None
+    rates, active = T.spike_statistics(model, X_te, width)
+    cuda = config.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    batch = slice(0, config.train.batch_size)
+    saved = T.activation_bytes(model, X_tr[batch], y_tr[batch])
+    throughput = {
+        "train_samples_per_s": train_rate,
+        "infer_samples_per_s": T.inference_samples_per_s(model, X_te),
+        "backward_share": backward_share,
+        "activation_bytes": saved,  # one training step on a batch of batch_size
+        "peak_memory_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
+    }
+    attack_rows, robust_rows, _ = evaluate_robustness(
+        model, X_te, y_te, config.attack, transfer_sources=sources, seed=cell.seed,
+        progress=lambda s: progress(f"attack {s}"))
+    record = {
+        "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
+        "density": active if arm.family == "active_window" else arm.density,
+        "twin": arm.twin, "metric": table.metric, "clean": clean, "epochs": result.epochs,
+        "throughput": throughput, "spike_rates": rates, "attacks": attack_rows,
+        "robust": robust_rows, "seconds": time.perf_counter() - start,
+    }
+    return record, model
+
+
+def transfer_sources(cell: Cell, models: dict) -> dict:
+    """The dense twin and the MLP of the same dataset and seed, when the cell is neither."""
+    sources = {}
+    for name, arm in (("transfer_dense", DENSE_TWIN), ("transfer_mlp", MLP)):
+        model = models.get(Cell(cell.dataset, arm, cell.seed))
+        if model is not None and cell.arm != arm:
+            sources[name] = model
+    return sources
+
+
+def load_model(folder: RunFolder, cell: Cell, split: Split, config: StudyConfig):
+    model = build(ARMS[cell.arm], split, config, cell.seed)
+    state = torch.load(folder.model_path(cell), map_location=config.device, weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = True) -> list:
+    """Runs every cell of `config` not yet finished in `out` and returns all its cells' records
+    (finished earlier or now), in plan order. tables: dataset name -> Table."""
+    from tqdm.auto import tqdm
+
+    folder = RunFolder(out, config)
+    cells = plan(config)
+    todo = [c for c in cells if not folder.cell_path(c).exists()]
+    if len(todo) < len(cells):
+        print(f"{len(cells) - len(todo)} of {len(cells)} cells already finished in {out}: "
+              "skipped")
+    records, models, splits = {}, {}, {}
+    bar = tqdm(total=len(todo), unit="cell", disable=not show_progress, dynamic_ncols=True)
+    try:
+        for cell in cells:
+            key = (cell.dataset, cell.seed)
+            if key not in splits:
+                splits[key] = make_split(tables[cell.dataset], cell.seed,
+                                         max_rows=config.max_rows)
+            split = splits[key]
+            done = folder.finished(cell)
+            if done is not None:
+                records[cell] = done
+                if cell.arm in (DENSE_TWIN, MLP) and _needed_as_source(cell, todo):
+                    models[cell] = load_model(folder, cell, split, config)
+                continue
+            bar.set_description(f"{cell.dataset} {cell.arm} seed {cell.seed}")
+            report = lambda s: bar.set_postfix_str(s, refresh=True)
+            record, model = run_cell(cell, tables[cell.dataset], split, config,
+                                     transfer_sources(cell, models), report)
+            folder.save(cell, record, model)
+            records[cell] = record
+            if cell.arm in (DENSE_TWIN, MLP):
+                models[cell] = model
+            bar.update(1)
+    finally:
+        bar.close()
+    return [records[c] for c in cells]
+
+
+def _needed_as_source(source: Cell, todo) -> bool:
+    return any(c.dataset == source.dataset and c.seed == source.seed and c.arm != source.arm
+               for c in todo)

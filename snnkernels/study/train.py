@@ -1,0 +1,195 @@
+"""Training with early stopping, and the cost measurements taken in the same run (issue 5
+items 2 and 4): training and inference samples/s, the share of step time in backward, the bytes
+saved for backward, peak CUDA memory, spike rates and the ActiveWindow density."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models import SpikingLinear, TabularSNN
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every arm trains with the same schedule: Adam, at most `epochs` epochs, stopping after
+    `patience` epochs without a better validation metric, keeping the best epoch's weights."""
+
+    epochs: int = 40
+    patience: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    epochs: int      # epochs run
+    seconds: float   # wall time of training, validation included
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def metric_value(logits: torch.Tensor, y: torch.Tensor, metric: str) -> float:
+    pred = logits.argmax(1)
+    if metric == "accuracy":
+        return float((pred == y).float().mean())
+    recalls = [float((pred[y == c] == c).float().mean()) for c in torch.unique(y)]
+    return float(np.mean(recalls))  # balanced accuracy: mean recall over present classes
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+
+
+def train(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig, *,
+          metric: str, seed: int, progress=None) -> TrainResult:
+    """Trains in place from `seed` (batch order) and returns the best-validation weights."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    best, best_state, stale, epoch = -1.0, None, 0, 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        for idx in torch.randperm(len(X_train), generator=generator).split(config.batch_size):
+            idx = idx.to(device)
+            loss = nn.functional.cross_entropy(model(X_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        score = metric_value(predict(model, X_val), y_val, metric)
+        if progress is not None:
+            progress(f"epoch {epoch} val {score:.3f}")
+        if score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, epoch, time.perf_counter() - start)
+
+
+def training_throughput(model: nn.Module, X, y, batch_size: int, *, windows: int = 5,
+                        window_seconds: float = 0.08):
+    """(samples/s, share of step time in backward) of Adam steps on batches of X, on a copy of
+    the model (the trained one is not touched), after 3 warm-up steps: the median over
+    `windows` timing windows of >= window_seconds each, so that a moment of contention from
+    other processes does not decide the figure. Timed apart from training so that every arm is
+    measured the same way, on full batches, warm."""
+    model = copy.deepcopy(model).train()
+    device = X.device
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    n = min(batch_size, len(X))
+    order = torch.arange(len(X), device=device).repeat(2)  # batches wrap around small sets
+    offset = 0
+
+    def step():
+        nonlocal offset
+        idx = order[offset:offset + n]
+        offset = (offset + n) % len(X)
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        opt.step()
+        _sync(device)
+        return time.perf_counter() - t0, t2 - t1
+
+    for _ in range(3):
+        step()
+    rates, shares = [], []
+    for _ in range(windows):
+        steps = total = backward = 0.0
+        while total < window_seconds:
+            t, b = step()
+            steps, total, backward = steps + 1, total + t, backward + b
+        rates.append(steps * n / total)
+        shares.append(backward / total)
+    return float(np.median(rates)), float(np.median(shares))
+
+
+def inference_samples_per_s(model: nn.Module, X: torch.Tensor, *, windows: int = 5,
+                            window_seconds: float = 0.05) -> float:
+    """Forward passes over X (no grad): the median rate over `windows` timing windows of
+    >= window_seconds each, after one warm-up pass."""
+    device = X.device
+    predict(model, X)
+    rates = []
+    for _ in range(windows):
+        runs, start = 0, time.perf_counter()
+        while True:
+            predict(model, X)
+            runs += 1
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= window_seconds:
+                rates.append(runs * len(X) / elapsed)
+                break
+    return float(np.median(rates))
+
+
+def activation_bytes(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one training step on
+    (X, y) (parameters excluded: they exist anyway). Works on every device, unlike a CPU
+    allocator peak, which torch does not track."""
+    params = {p.data_ptr() for p in model.parameters()}
+    seen: dict = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = nn.functional.cross_entropy(model(X), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(sum(seen.values()))
+
+
+@torch.no_grad()
+def spike_statistics(model: nn.Module, X: torch.Tensor, active_width=None):
+    """(spike rate per spiking layer [hidden..., output], ActiveWindow density): the mean
+    fraction of the hidden layers' (t, sample, neuron) entries with |U - threshold| < width,
+    i.e. where the mask lets a gradient through (None without a width). [] / None for
+    non-spiking models."""
+    if not isinstance(model, TabularSNN):
+        return [], None
+    if model.sparse is not None:
+        model = model.dense_copy()  # same forward; its layers all go through forward() (hooks)
+    mems = []
+    hooks = [layer.register_forward_hook(lambda m, i, out: mems.append((m, out[1])))
+             for layer in model.layers if isinstance(layer, SpikingLinear)]
+    try:
+        model.eval()
+        _, spikes = model(X, record=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    rates = [float(s.float().mean()) for s in spikes]
+    if active_width is None or not mems:
+        return rates, None
+    # With reset_delay=True (the study's setting) the returned membrane is U_t before the
+    # step's own reset, the quantity the ActiveWindow mask tests.
+    active = [((mem - layer.threshold).abs() < active_width).float().mean() for layer, mem in mems]
+    return rates, float(torch.stack(active).mean())
