@@ -184,6 +184,58 @@ SNN_HD void lif_step_grad_carry(T g_h, T u_prev, T beta_c, T thr, T thr_acc, T* 
   *d_thr = *d_thr + thr_acc;
 }
 
+// ActiveWindow's gate (SPEC section 3): a neuron is active where |h - thr| < width (NaN:
+// inactive). Used by the masked backward and by the CSR row counts, so both agree.
+template <typename T>
+SNN_HD bool window_active(T h, T thr, T width) {
+  return math_abs(h - thr) < width;
+}
+
+// g_h = dL/dh_t of one step of the masked backward (the first half of the split step, before
+// the mask's selection). kWindow (ActiveWindow): sigma' and g_h are 0 where inactive and the
+// same-step reset is detached (kLeakOnly); *active gets the gate (always true without kWindow).
+// The CPU and the CUDA masked kernels both call this, so they compute the same bits.
+template <Surrogate S, Reset R, bool kResetDelay, bool kWindow, typename T>
+SNN_HD T masked_step_grad_h(T h, T u_prev, T g_spk, T g_mem, T thr, T graded, T p0, T p1,
+                            T width, T carry, T* thr_acc, T* d_graded, bool* active) {
+  T sg = surrogate_grad<S>(h - thr, p0, p1);
+  bool on = true;
+  if constexpr (kWindow) {
+    on = window_active(h, thr, width);
+    sg = on ? sg : T(0);
+  }
+  const T g = lif_step_grad_h<R, kResetDelay, kWindow>(h, u_prev, g_spk, g_mem, thr, graded, sg,
+                                                       carry, thr_acc, d_graded);
+  *active = on;
+  if constexpr (kWindow) {
+    return on ? g : T(0);
+  } else {
+    return g;
+  }
+}
+
+// TopK's ranking key: |v| as an unsigned integer of the same order (the bits with the sign bit
+// cleared, so -0.0 ranks as 0.0), NaN ranking as +inf (torch.sort puts NaN first in descending
+// order). Larger key = larger magnitude; equal keys tie to the lower index (in the callers).
+SNN_HD uint32_t topk_rank_key(float v) {
+  uint32_t k;
+#if defined(__CUDA_ARCH__)
+  k = __float_as_uint(v);
+#else
+  __builtin_memcpy(&k, &v, sizeof(k));
+#endif
+  return v != v ? uint32_t(0x7f800000u) : (k & uint32_t(0x7fffffffu));
+}
+SNN_HD uint64_t topk_rank_key(double v) {
+  uint64_t k;
+#if defined(__CUDA_ARCH__)
+  k = static_cast<uint64_t>(__double_as_longlong(v));
+#else
+  __builtin_memcpy(&k, &v, sizeof(k));
+#endif
+  return v != v ? uint64_t(0x7ff0000000000000ull) : (k & uint64_t(0x7fffffffffffffffull));
+}
+
 // Gradients of one step, walked backwards in time (dense BPTT). Inputs: the saved membranes
 // (h = before this step's own reset, u_prev = what the previous step returned), upstream grads
 // of the outputs (g_spk, g_mem) and `carry` = dL/du_t arriving from step t+1. Outputs: dL/dx_t

@@ -39,8 +39,9 @@ struct MaskSpec {
   bool compact;
 };
 
-// g_h for one step of one chunk (first half of the split step). With kWindow (ActiveWindow),
-// `active` gets 1 where |h - thr| < width, else 0, and sigma' and g_h are 0 where inactive.
+// g_h for one step of one chunk (first half of the split step; masked_step_grad_h in lif_math.h,
+// shared with the CUDA kernels). With kWindow (ActiveWindow), `active` gets 1 where
+// |h - thr| < width, else 0, and sigma' and g_h are 0 where inactive.
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kWindow>
 void grad_h_row(const T* __restrict__ h, const T* __restrict__ u_prev,
                 const T* __restrict__ g_spk, const T* __restrict__ g_mem,
@@ -48,22 +49,13 @@ void grad_h_row(const T* __restrict__ h, const T* __restrict__ u_prev,
                 const T* __restrict__ carry, T* __restrict__ g_h, T* __restrict__ thr_acc,
                 T* __restrict__ d_graded, T* __restrict__ active, int64_t len) {
   for (int64_t i = 0; i < len; ++i) {
-    const T z = h[i] - thr[i];
-    T sg = surrogate_grad<S>(z, p0, p1);
-    bool on = true;
-    if constexpr (kWindow) {
-      on = math_abs(z) < width;  // NaN: inactive
-      sg = on ? sg : T(0);
-    }
-    const T g = lif_step_grad_h<R, kDelay, kWindow>(h[i], u_prev[i], g_spk[i], g_mem[i], thr[i],
-                                                    graded[i], sg, carry[i], &thr_acc[i],
-                                                    &d_graded[i]);
-    if constexpr (kWindow) {
-      g_h[i] = on ? g : T(0);
-      active[i] = on ? T(1) : T(0);
-    } else {
-      g_h[i] = g;
-    }
+    bool on;
+    const T g = masked_step_grad_h<S, R, kDelay, kWindow>(h[i], u_prev[i], g_spk[i], g_mem[i],
+                                                          thr[i], graded[i], p0, p1, width,
+                                                          carry[i], &thr_acc[i], &d_graded[i],
+                                                          &on);
+    g_h[i] = g;
+    if constexpr (kWindow) active[i] = on ? T(1) : T(0);
   }
 }
 
@@ -141,12 +133,7 @@ class TopKSelector {
   // (torch.sort puts NaN first in descending order). |v| is taken by clearing the sign bit:
   // math_abs(-0.0) is -0.0, whose key (sign bit set) outranked every other entry and indexed
   // past the end of the histogram (found by tests/test_hardening_properties.py).
-  static Key rank_key(T v) {
-    const T a = v != v ? std::numeric_limits<T>::infinity() : v;
-    Key k;
-    std::memcpy(&k, &a, sizeof(k));
-    return k & (std::numeric_limits<Key>::max() >> 1);
-  }
+  static Key rank_key(T v) { return topk_rank_key(v); }
 
   static Key block_bound(const Key* key, int64_t n, int64_t k) {
     const int64_t block = n / k;
@@ -309,7 +296,7 @@ at::Tensor count_active(const T* h, Param threshold, double width, int64_t steps
       for (int64_t t = 0; t < steps; ++t) {
         const T* hr = h + t * m + b * row;
         int64_t count = 0;
-        for (int64_t i = 0; i < row; ++i) count += math_abs(hr[i] - thr[i]) < w;
+        for (int64_t i = 0; i < row; ++i) count += window_active(hr[i], thr[i], w);
         rp[t * rows_per_step + b + 1] = count;
       }
     }
