@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../lif_checks.h"
@@ -25,13 +26,15 @@ inline int64_t chunk_width(int64_t m) {
   return std::clamp<int64_t>(width, 64, kMaxChunk);
 }
 
-// Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task.
+// Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task and
+// left uninitialized (every kernel fills an array before reading it; zeroing up to 15 x 8192
+// values per task was a visible share of a single-step call).
 template <typename T>
 struct Scratch {
-  std::vector<T> storage;
+  std::unique_ptr<T[]> storage;
   int64_t width;
-  Scratch(int64_t count, int64_t w) : storage(count * w), width(w) {}
-  T* array(int64_t i) { return storage.data() + i * width; }
+  Scratch(int64_t count, int64_t w) : storage(new T[count * w]), width(w) {}
+  T* array(int64_t i) { return storage.get() + i * width; }
 };
 
 // A parameter with P elements; neuron n uses element n % P (see the schema in ops.cpp).
@@ -41,10 +44,22 @@ struct Param {
 };
 
 // The values of one chunk of neurons, gathered once so the time loop reads contiguous arrays.
+// No integer division per element: with T = 1 (a single-step call) this load is most of the
+// kernel, and `(n0 + i) % period` for every neuron and parameter cost ~10x the LIF math.
 template <typename T>
 void load_chunk(const Param& p, int64_t n0, int64_t len, T* dst) {
   const T* src = static_cast<const T*>(p.data);
-  for (int64_t i = 0; i < len; ++i) dst[i] = src[(n0 + i) % p.period];
+  if (p.period == 1) {
+    std::fill(dst, dst + len, src[0]);
+    return;
+  }
+  int64_t j = n0 % p.period;
+  for (int64_t i = 0; i < len;) {
+    const int64_t run = std::min(len - i, p.period - j);  // contiguous until the period wraps
+    std::copy(src + j, src + j + run, dst + i);
+    i += run;
+    j = 0;
+  }
 }
 
 struct Params {
