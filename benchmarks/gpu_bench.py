@@ -7,6 +7,9 @@ Times, with CUDA events, at T=25, B=256, N in {1024, 4096, 16384}:
     bandwidth (a large tensor copy_, read + write bytes);
   - snnkernels.lif forward and forward+backward through autograd, with fixed and with learnable
     per-neuron beta/threshold;
+  - the masked backward op of snnkernels.sparse (TopK 1%, temporal TopK 1%, ActiveWindow(0.2);
+    compact output, as linear_lif uses it), and at the smallest N snnkernels.linear_lif with
+    F = N, dense against TopK 1% and ActiveWindow, forward + backward;
   - the peers: snnkernels.reference.lif (a plain PyTorch time loop), snnTorch's Leaky stepped in
     a Python loop, SpikingJelly's multi-step LIFNode with its CuPy/Triton backends (the peers that
     are not installed are reported as such; SpikingJelly's LIF differs by a factor beta on the
@@ -275,7 +278,25 @@ def bench_size(args, timer: Timer, report: Report, n: int, copy_gbs: float | Non
               lambda: op_bwd(beta_n, thr_n, True), 4 * elems * size)
         timed("snnkernels op, param grads P=1", dname, "bwd",
               lambda: op_bwd(param_grads=True), 4 * elems * size)
+        # The masked backward (snnkernels.sparse) as linear_lif calls it: compact output.
+        k1 = max(1, n // 100)
+        for impl, mask_args in (("masked op, TopK 1%", (1, n, k1, 0.0, False)),
+                                ("masked op, TopK 1% temporal", (1, n, k1, 0.0, True)),
+                                ("masked op, ActiveWindow(0.2)", (2, n, 0, 0.2, False))):
+            timed(impl, dname, "bwd", lambda a=mask_args: torch.ops.snnkernels.lif_backward_masked(
+                gs2, gm2, mem_saved, pre, None, scalar["beta"], scalar["thr"], scalar["graded"],
+                sgt.kind, p0, p1, 0, True, False, *a, True), 3 * elems * size)
         del mem_saved, pre
+        if smallest and dname == "float32":  # the sparse layer, F = N: dense vs TopK 1%
+            w = torch.randn(n, n, device=device, generator=gen) / n ** 0.5
+            xl = x.detach().requires_grad_(True)
+            wl = w.requires_grad_(True)
+            for impl, spec in (("linear_lif dense", None),
+                               ("linear_lif TopK 1%", snnkernels.sparse.TopK(fraction=0.01)),
+                               ("linear_lif ActiveWindow(0.2)", snnkernels.sparse.ActiveWindow())):
+                timed(impl, dname, "fwd+bwd", lambda spec=spec: backward_of(
+                    snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec), (g_spk, g_mem)))
+            del w, wl, xl
 
         with torch.no_grad():
             timed("snnkernels.lif", dname, "fwd", lambda: snnkernels.lif(x, BETA),

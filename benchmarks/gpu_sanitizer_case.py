@@ -3,7 +3,8 @@ synccheck; see gpu_check.sh): every surrogate x reset x reset_delay combination 
 learnable per-neuron beta/threshold, a learnable scalar graded factor and a learnable mem0, and
 shapes chosen to reach every code path of the CUDA kernels (partial blocks, the three upstream
 gradient forms, parameter periods P = 1 with a multi-pass reduction, 1 < P < 32, P >= 32, P = M,
-empty inputs, float16/bfloat16). Each CUDA result is also compared with the CPU kernels'.
+empty inputs, float16/bfloat16), then lif and linear_lif with sparse= masks (sparse_cases).
+Each CUDA result is also compared with the CPU kernels'.
 
     python benchmarks/gpu_sanitizer_case.py               # on CUDA
     python benchmarks/gpu_sanitizer_case.py --device cpu  # the driver itself: CPU kernels
@@ -109,6 +110,42 @@ def cases(device):
     yield ("M=0", (3, 0, 8), (8,), torch.float32, "atan", "subtract", True, "full")
 
 
+def sparse_cases():
+    """(name, fn, shape, spec) for the sparse-gradient kernels (lif_masked_cuda.cu,
+    linear_sparse_cuda.cu): rows longer than a selection block (300 > 256 threads), k = 1 and
+    k = N, temporal TopK, ActiveWindow's CSR, empty inputs."""
+    topk, window = snnkernels.sparse.TopK, snnkernels.sparse.ActiveWindow
+    for fn in ("lif", "linear_lif"):
+        yield fn, (5, 3, 300), topk(k=7)
+        yield fn, (5, 3, 300), topk(k=7, temporal=True)
+        yield fn, (4, 2, 37), topk(k=1, temporal=True)
+        yield fn, (4, 2, 37), topk(k=37)
+        yield fn, (5, 3, 300), window(0.3)
+        yield fn, (0, 2, 8), topk(k=2)
+        yield fn, (3, 0, 8), window(0.3)
+
+
+def run_sparse(fn, shape, spec, device, dtype, seed):
+    """Forward + backward of lif / linear_lif with `sparse=spec`; outputs and gradients."""
+    g = torch.Generator().manual_seed(seed)
+    steps, batch, n = shape
+    x = torch.rand(shape, generator=g, dtype=torch.float64) * 1.2
+    w = torch.randn(n, n, generator=g, dtype=torch.float64) / max(n, 1) ** 0.5
+    b = torch.rand(n, generator=g, dtype=torch.float64) * 0.3
+    beta = torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.5
+    leaves = [t.to(device, dtype if i < 3 else torch.float32).requires_grad_(True)
+              for i, t in enumerate((x, w, b, beta))]
+    if fn == "lif":
+        spk, mem = snnkernels.lif(leaves[0], leaves[3], sparse=spec)
+    else:
+        spk, mem = snnkernels.linear_lif(leaves[0], leaves[1], leaves[2], leaves[3], sparse=spec)
+    loss = spk.float().sum() + mem.float().pow(2).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    out = {"spk": spk, "mem": mem}
+    out.update({f"grad{i}": gr for i, gr in enumerate(grads) if gr is not None})
+    return {k: v.detach().float().cpu() for k, v in out.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -129,6 +166,17 @@ def main(argv=None) -> int:
         failures += bad
         print(f"{'FAIL' if bad else 'ok  '} {name} [{gmode}, {str(dtype)[6:]}] "
               f"max scaled diff {diffs[worst]:.2e} ({worst})")
+    for seed, (fn, shape, spec) in enumerate(sparse_cases()):
+        for dtype in (torch.float32, torch.bfloat16) if args.device == "cuda" else (torch.float32,):
+            got = run_sparse(fn, shape, spec, args.device, dtype, seed)
+            ref = run_sparse(fn, shape, spec, "cpu", torch.float32, seed)
+            diffs = {k: scaled_diff(got[k], ref[k]) for k in ref.keys() & got.keys()}
+            worst = max(diffs, key=diffs.get) if diffs else "-"
+            value = diffs.get(worst, 0.0)
+            bad = dtype == torch.float32 and value > 1e-4
+            failures += bad
+            print(f"{'FAIL' if bad else 'ok  '} {fn} sparse={spec} {tuple(shape)} "
+                  f"[{str(dtype)[6:]}] max scaled diff {value:.2e} ({worst})")
     if args.device == "cuda":
         torch.cuda.synchronize()
     against = "the CPU kernels" if args.device == "cuda" else "snnkernels.reference"
