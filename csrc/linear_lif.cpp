@@ -1,9 +1,9 @@
 // Device-generic forwards built from other ops: lif_forward_masked (lif_forward with the mask
 // arguments, for autograd) and linear_lif_forward (one GEMM for all T, then lif_forward).
 // Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
-// per-device lif_forward runs. The masked backward and the sparse synaptic backward are CPU-only
-// in this version: their CUDA registrations below raise a clear error (the Python wrappers
-// refuse sparse= on CUDA before that; dense linear_lif runs on CUDA).
+// per-device lif_forward runs. The masked backward and the sparse synaptic backward have their
+// own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp, cuda/lif_masked_cuda.cu,
+// cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear error for them on CUDA.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -51,11 +51,13 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                           surrogate, p0, p1, reset, reset_delay);
 }
 
+#ifndef SNNKERNELS_WITH_CUDA
 void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
   TORCH_CHECK_NOT_IMPLEMENTED(false, "snnkernels: ", op.schema().name(),
-                              " (sparse linear_lif / masked LIF backward) is CPU-only in this "
-                              "version; use sparse=None on CUDA");
+                              " (sparse linear_lif / masked LIF backward) on CUDA needs a build "
+                              "with CUDA (this one is CPU-only); use sparse=None on CUDA");
 }
+#endif
 
 }  // namespace
 
@@ -67,8 +69,11 @@ TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
 TORCH_LIBRARY_IMPL(snnkernels, CUDA, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
+#ifndef SNNKERNELS_WITH_CUDA  // with CUDA: registered by cuda/lif_masked_cuda.cu and
+                              // cuda/linear_sparse_cuda.cu
   m.impl("lif_backward_masked", torch::CppFunction::makeFromBoxedFunction<&cpu_only>());
   m.impl("linear_sparse_backward", torch::CppFunction::makeFromBoxedFunction<&cpu_only>());
+#endif
 }
 
 }  // namespace snnkernels

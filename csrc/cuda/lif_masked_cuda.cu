@@ -22,7 +22,7 @@
 //   place, write the outputs. Cost: 2*T + 1 launches (a few microseconds each, so T = 25 adds
 //   ~0.2 ms) and every step's state goes through global memory (carry, parameter partials: 5
 //   [M] accumulation-type buffers, L2-resident for moderate M) instead of registers.
-// Selection (selection_kernel): the k-th largest key tau of the row by an 8-bit radix select
+// Selection (lif_topk_select_kernel): the k-th largest key tau of the row by an 8-bit radix select
 // (4 passes over the row for float keys, 8 for double; 256-bin shared histograms, whose integer
 // atomics give the same counts in any order), then one pass in index order with block scans takes
 // every key > tau and the first (k - #keys > tau) keys == tau: exactly the CPU TopKSelector's
@@ -65,12 +65,12 @@ using KeyOf = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
 // the carry / parameter partials at the end, like lif_cuda.cu's lif_backward_kernel.
 template <typename T, typename A, Surrogate S, Reset R, bool kDelay, bool kWindow>
 __global__ void __launch_bounds__(kWalkThreads)
-    masked_walk_kernel(GradRows<T> grad_spk, GradRows<T> grad_mem, const T* __restrict__ mem,
-                       const T* __restrict__ pre, const T* __restrict__ mem0, Params<A> params,
-                       A p0, A p1, A width, T* __restrict__ out_t, A* __restrict__ out_a,
-                       T* __restrict__ grad_mem0, A* __restrict__ grad_beta,
-                       A* __restrict__ grad_thr, A* __restrict__ grad_graded, int64_t steps,
-                       int64_t m) {
+    lif_masked_walk_kernel(GradRows<T> grad_spk, GradRows<T> grad_mem, const T* __restrict__ mem,
+                           const T* __restrict__ pre, const T* __restrict__ mem0, Params<A> params,
+                           A p0, A p1, A width, T* __restrict__ out_t, A* __restrict__ out_a,
+                           T* __restrict__ grad_mem0, A* __restrict__ grad_beta,
+                           A* __restrict__ grad_thr, A* __restrict__ grad_graded, int64_t steps,
+                           int64_t m) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWalkThreads + threadIdx.x;
   if (n >= m) return;
   const A beta_raw = params.beta.at(n);
@@ -116,11 +116,13 @@ struct StepState {
 // at t = -1, the stores of grad_mem0 and the parameter partials.
 template <typename T, typename A, Surrogate S, Reset R, bool kDelay>
 __global__ void __launch_bounds__(kWalkThreads)
-    temporal_step_kernel(GradRows<T> grad_spk, GradRows<T> grad_mem, const T* __restrict__ mem,
-                         const T* __restrict__ pre, const T* __restrict__ mem0, Params<A> params,
-                         A p0, A p1, StepState<A> st, T* __restrict__ grad_mem0,
-                         A* __restrict__ grad_beta, A* __restrict__ grad_thr,
-                         A* __restrict__ grad_graded, int64_t t, int64_t steps, int64_t m) {
+    lif_topk_temporal_step_kernel(GradRows<T> grad_spk, GradRows<T> grad_mem,
+                                  const T* __restrict__ mem, const T* __restrict__ pre,
+                                  const T* __restrict__ mem0, Params<A> params, A p0, A p1,
+                                  StepState<A> st, T* __restrict__ grad_mem0,
+                                  A* __restrict__ grad_beta, A* __restrict__ grad_thr,
+                                  A* __restrict__ grad_graded, int64_t t, int64_t steps,
+                                  int64_t m) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWalkThreads + threadIdx.x;
   if (n >= m) return;
   const A beta_c = clamp01(params.beta.at(n));
@@ -162,9 +164,9 @@ __global__ void __launch_bounds__(kWalkThreads)
 // type (row r at dense + r * row), values / indices: ELL rows row0 + r, ascending indices.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    selection_kernel(const A* g, A* masked, T* __restrict__ dense, T* __restrict__ values,
-                     int32_t* __restrict__ indices, int64_t rows, int64_t row, int64_t k,
-                     int64_t row0) {
+    lif_topk_select_kernel(const A* g, A* masked, T* __restrict__ dense, T* __restrict__ values,
+                           int32_t* __restrict__ indices, int64_t rows, int64_t row, int64_t k,
+                           int64_t row0) {
   using Key = KeyOf<A>;
   using Scan = cub::BlockScan<int64_t, kRowThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
@@ -242,8 +244,8 @@ __global__ void __launch_bounds__(kRowThreads)
 // ActiveWindow CSR: the active entries of each row (the test masked_step_grad_h makes).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    count_active_kernel(const T* __restrict__ h, Param<A> threshold, A width,
-                        int64_t* __restrict__ counts, int64_t rows, int64_t row, int64_t m) {
+    lif_window_count_kernel(const T* __restrict__ h, Param<A> threshold, A width,
+                            int64_t* __restrict__ counts, int64_t rows, int64_t row, int64_t m) {
   using Reduce = cub::BlockReduce<int64_t, kRowThreads>;
   __shared__ typename Reduce::TempStorage storage;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -262,10 +264,10 @@ __global__ void __launch_bounds__(kRowThreads)
 // The active entries of each row of the dense masked gradient, in index order, into the CSR.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    csr_fill_kernel(const T* __restrict__ h, Param<A> threshold, A width,
-                    const T* __restrict__ dense, const int64_t* __restrict__ row_ptr,
-                    T* __restrict__ values, int32_t* __restrict__ indices, int64_t rows,
-                    int64_t row, int64_t m) {
+    lif_window_csr_fill_kernel(const T* __restrict__ h, Param<A> threshold, A width,
+                               const T* __restrict__ dense, const int64_t* __restrict__ row_ptr,
+                               T* __restrict__ values, int32_t* __restrict__ indices, int64_t rows,
+                               int64_t row, int64_t m) {
   using Scan = cub::BlockScan<int64_t, kRowThreads>;
   __shared__ typename Scan::TempStorage storage;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -336,7 +338,8 @@ Outputs lif_backward_masked_cuda(const c10::optional<at::Tensor>& grad_spk,
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mem.scalar_type(),
                                       "count_active_cuda", [&] {
         using A = at::acc_type<scalar_t, /*is_cuda=*/true>;
-        count_active_kernel<scalar_t, A><<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
+        lif_window_count_kernel<scalar_t, A>
+            <<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
             h_saved.data_ptr<scalar_t>(), Param<A>{threshold.data_ptr<A>(), threshold.numel()},
             static_cast<A>(width), counts.data_ptr<int64_t>(), rows, row, m);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -386,13 +389,14 @@ Outputs lif_backward_masked_cuda(const c10::optional<at::Tensor>& grad_spk,
         if (window) {
           // The masked gradient, densely: to grad_x, or to a scratch the CSR is filled from.
           at::Tensor dense = compact ? at::empty(mem.sizes(), opts) : grad_x;
-          masked_walk_kernel<T, A, kS, kR, kD, true>
+          lif_masked_walk_kernel<T, A, kS, kR, kD, true>
               <<<walk_blocks(m), kWalkThreads, 0, current_stream()>>>(
                   gs, gm, mem.data_ptr<T>(), pre_ptr, mem0_ptr, params, a_p0, a_p1, a_width,
                   dense.data_ptr<T>(), nullptr, grad_mem0.data_ptr<T>(), gb, gt, gg, steps, m);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           if (compact && rows > 0) {
-            csr_fill_kernel<T, A><<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
+            lif_window_csr_fill_kernel<T, A>
+                <<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
                 h_saved.data_ptr<T>(), params.threshold, a_width, dense.data_ptr<T>(),
                 row_ptr.data_ptr<int64_t>(), values_ptr, indices_ptr, rows, row, m);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -400,12 +404,12 @@ Outputs lif_backward_masked_cuda(const c10::optional<at::Tensor>& grad_spk,
         } else if (!temporal) {
           // Dense g_h of every step (the carry uses the unmasked one), then the selection.
           at::Tensor g_h = at::empty(mem.sizes(), acc);
-          masked_walk_kernel<T, A, kS, kR, kD, false>
+          lif_masked_walk_kernel<T, A, kS, kR, kD, false>
               <<<walk_blocks(m), kWalkThreads, 0, current_stream()>>>(
                   gs, gm, mem.data_ptr<T>(), pre_ptr, mem0_ptr, params, a_p0, a_p1, a_width,
                   nullptr, g_h.data_ptr<A>(), grad_mem0.data_ptr<T>(), gb, gt, gg, steps, m);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
-          selection_kernel<T, A><<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
+          lif_topk_select_kernel<T, A><<<row_blocks(rows), kRowThreads, 0, current_stream()>>>(
               g_h.data_ptr<A>(), nullptr, compact ? nullptr : grad_x.data_ptr<T>(), values_ptr,
               indices_ptr, rows, row, k, 0);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -416,13 +420,13 @@ Outputs lif_backward_masked_cuda(const c10::optional<at::Tensor>& grad_spk,
           const StepState<A> st{base, base + m, base + 2 * m, base + 3 * m, base + 4 * m,
                                 base + 5 * m};
           for (int64_t t = steps - 1; t >= -1; --t) {
-            temporal_step_kernel<T, A, kS, kR, kD>
+            lif_topk_temporal_step_kernel<T, A, kS, kR, kD>
                 <<<walk_blocks(m), kWalkThreads, 0, current_stream()>>>(
                     gs, gm, mem.data_ptr<T>(), pre_ptr, mem0_ptr, params, a_p0, a_p1, st,
                     grad_mem0.data_ptr<T>(), gb, gt, gg, t, steps, m);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
             if (t < 0) break;
-            selection_kernel<T, A>
+            lif_topk_select_kernel<T, A>
                 <<<row_blocks(rows_per_step), kRowThreads, 0, current_stream()>>>(
                     st.g_h, st.g_h, compact ? nullptr : grad_x.data_ptr<T>() + t * m, values_ptr,
                     indices_ptr, rows_per_step, row, k, t * rows_per_step);

@@ -1,0 +1,206 @@
+// The synaptic backward of linear_lif from a compact current gradient dI (TopK: ELL, ActiveWindow:
+// CSR; see lif_backward_masked in ops.cpp), on CUDA. The CPU version is
+// csrc/cpu/linear_sparse_cpu.cpp; the sums are the same, in the same order:
+//   grad_x[r, :]      = sum over row r's entries (n, v), ascending, of v * W[n, :]
+//                       (one block per row r, threads over the features: gathers rows of W)
+//   grad_weight[n, :] = sum over the entries (r, v) of column n, ascending r, of v * x[r, :]
+//                       (one block per neuron n, threads over the features)
+//   grad_bias[n]      = sum over the same entries of v (one thread per neuron)
+// The entries by neuron (CSC) come from a stable sort of the entry indices by neuron (at::sort,
+// stable=True: ties keep the entry order, which is ascending row order) and col_ptr from
+// at::searchsorted; extra memory O(nnz) int64.
+// Deterministic: no atomics; every output element is summed by one thread in the CPU's order, so
+// float32 / float64 results are the CPU's bits (no FMA contraction: nvcc runs with --fmad=false,
+// the CPU build with -ffp-contract=off). float16 / bfloat16 accumulate in float32 and round once.
+// Nothing is saved: the op runs inside linear_lif's backward.
+#include <torch/library.h>
+
+#include "lif_cuda_common.cuh"
+
+namespace snnkernels {
+namespace {
+
+using namespace gpu;
+
+constexpr int kThreads = 128;
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // blocks loop over the rest
+
+unsigned blocks_for(int64_t items) {
+  return static_cast<unsigned>(std::min<int64_t>(items, kMaxBlocks));
+}
+
+// Row r's entries are [begin(r), end(r)): ELL (row_ptr == nullptr, fixed k) or CSR.
+struct Rows {
+  const int64_t* row_ptr;
+  int64_t k;
+  __device__ int64_t begin(int64_t r) const { return row_ptr != nullptr ? row_ptr[r] : r * k; }
+  __device__ int64_t end(int64_t r) const {
+    return row_ptr != nullptr ? row_ptr[r + 1] : (r + 1) * k;
+  }
+};
+
+// grad_x[r, f] = sum over e in row r ascending of values[e] * weight[indices[e], f].
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads)
+    lif_sparse_grad_x_kernel(Rows rows, const T* __restrict__ values,
+                             const int32_t* __restrict__ indices, const T* __restrict__ weight,
+                             T* __restrict__ grad_x, int64_t num_rows, int64_t f) {
+  for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
+    const int64_t e0 = rows.begin(r), e1 = rows.end(r);
+    for (int64_t c = threadIdx.x; c < f; c += kThreads) {
+      A acc = A(0);
+      for (int64_t e = e0; e < e1; ++e) {
+        acc += static_cast<A>(values[e]) * static_cast<A>(weight[int64_t(indices[e]) * f + c]);
+      }
+      grad_x[r * f + c] = static_cast<T>(acc);
+    }
+  }
+}
+
+// The row of every entry (CSR: from row_ptr; ELL: e / k).
+__global__ void __launch_bounds__(kThreads)
+    lif_sparse_entry_rows_kernel(Rows rows, int64_t* __restrict__ entry_row, int64_t num_rows) {
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; r < num_rows;
+       r += static_cast<int64_t>(gridDim.x) * kThreads) {
+    for (int64_t e = rows.begin(r); e < rows.end(r); ++e) entry_row[e] = r;
+  }
+}
+
+// grad_weight[n, f] = sum over p in [col_ptr[n], col_ptr[n + 1]) ascending of
+// values[perm[p]] * x[entry_row[perm[p]], f].
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads)
+    lif_sparse_grad_weight_kernel(const int64_t* __restrict__ col_ptr,
+                                  const int64_t* __restrict__ perm,
+                                  const int64_t* __restrict__ entry_row,
+                                  const T* __restrict__ values, const T* __restrict__ x,
+                                  T* __restrict__ grad_weight, int64_t n, int64_t f) {
+  for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
+    const int64_t p0 = col_ptr[j], p1 = col_ptr[j + 1];
+    for (int64_t c = threadIdx.x; c < f; c += kThreads) {
+      A acc = A(0);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t e = perm[p];
+        acc += static_cast<A>(values[e]) * static_cast<A>(x[entry_row[e] * f + c]);
+      }
+      grad_weight[j * f + c] = static_cast<T>(acc);
+    }
+  }
+}
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads)
+    lif_sparse_grad_bias_kernel(const int64_t* __restrict__ col_ptr,
+                                const int64_t* __restrict__ perm, const T* __restrict__ values,
+                                T* __restrict__ grad_bias, int64_t n) {
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * kThreads) {
+    A acc = A(0);
+    for (int64_t p = col_ptr[j]; p < col_ptr[j + 1]; ++p) acc += static_cast<A>(values[perm[p]]);
+    grad_bias[j] = static_cast<T>(acc);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cuda(
+    const at::Tensor& values, const at::Tensor& indices, const at::Tensor& row_ptr,
+    const at::Tensor& x, const at::Tensor& weight, bool need_x, bool need_weight,
+    bool need_bias) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.is_cuda(),
+              "snnkernels: x must be a contiguous CUDA tensor [R, F]");
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1),
+              "snnkernels: weight must be contiguous [N, F = ", x.size(1), "], got ",
+              weight.sizes());
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
+              "snnkernels: on CUDA x must be float32, float16, bfloat16 or float64, got ", dt);
+  TORCH_CHECK(values.scalar_type() == dt && weight.scalar_type() == dt,
+              "snnkernels: values, x and weight must have the same dtype");
+  TORCH_CHECK(indices.scalar_type() == at::kInt && indices.sizes() == values.sizes() &&
+                  values.is_contiguous() && indices.is_contiguous(),
+              "snnkernels: indices must be contiguous int32 with the shape of values");
+  for (const at::Tensor* t : {&values, &indices, &row_ptr, &weight}) {
+    if (t == &row_ptr && row_ptr.numel() == 0) continue;  // ELL: row_ptr is unused
+    TORCH_CHECK(t->device() == x.device(), "snnkernels: values, indices, row_ptr and weight must "
+                "be on x's device ", x.device(), ", got ", t->device());
+  }
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t num_rows = x.size(0), f = x.size(1), n = weight.size(0);
+  TORCH_CHECK(num_rows < (int64_t(1) << 31), "snnkernels: at most 2^31 - 1 rows (T * B)");
+  Rows rows{nullptr, 0};
+  if (row_ptr.numel() != 0) {
+    TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.dim() == 1 &&
+                    row_ptr.numel() == num_rows + 1 && values.dim() == 1 &&
+                    row_ptr.is_contiguous(),
+                "snnkernels: CSR needs int64 row_ptr [R + 1 = ", num_rows + 1,
+                "] and 1-D values");
+    TORCH_CHECK(row_ptr[0].item<int64_t>() == 0 &&
+                    row_ptr[num_rows].item<int64_t>() == values.numel(),
+                "snnkernels: row_ptr must start at 0 and end at nnz = ", values.numel());
+    rows.row_ptr = row_ptr.data_ptr<int64_t>();
+  } else {
+    TORCH_CHECK(values.dim() == 2 && values.size(0) == num_rows,
+                "snnkernels: ELL values must be [R = ", num_rows, ", k], got ", values.sizes());
+    rows.k = values.size(1);
+  }
+  const int64_t nnz = values.numel();
+  if (nnz != 0) {
+    const auto lo = indices.min().item<int32_t>(), hi = indices.max().item<int32_t>();
+    TORCH_CHECK(lo >= 0 && hi < n, "snnkernels: indices must be in [0, N = ", n, ")");
+  }
+  const auto opts = x.options();
+  at::Tensor grad_x = empty_output({need_x ? num_rows : 0, f}, opts);
+  at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
+  at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
+  // The entries by neuron: a stable sort keeps each column's entries in ascending row order.
+  at::Tensor perm, col_ptr, entry_row;
+  if ((need_weight || need_bias) && n > 0) {
+    const at::Tensor keys = indices.reshape({-1}).to(at::kLong);
+    at::Tensor sorted;
+    std::tie(sorted, perm) = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    col_ptr = at::searchsorted(sorted, at::arange(n + 1, keys.options()));
+    if (need_weight) {
+      entry_row = at::empty({nnz}, keys.options());
+      if (nnz > 0 && num_rows > 0) {
+        const auto blocks =
+            static_cast<unsigned>(std::min<int64_t>(ceil_div(num_rows, kThreads), kMaxBlocks));
+        lif_sparse_entry_rows_kernel<<<blocks, kThreads, 0, current_stream()>>>(
+            rows, entry_row.data_ptr<int64_t>(), num_rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dt, "linear_sparse_backward_cuda",
+                                  [&] {
+    using T = scalar_t;
+    using A = at::acc_type<T, /*is_cuda=*/true>;
+    if (need_x && num_rows > 0 && f > 0) {
+      lif_sparse_grad_x_kernel<T, A><<<blocks_for(num_rows), kThreads, 0, current_stream()>>>(
+          rows, values.data_ptr<T>(), indices.data_ptr<int32_t>(), weight.data_ptr<T>(),
+          grad_x.data_ptr<T>(), num_rows, f);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_weight && n > 0 && f > 0) {
+      lif_sparse_grad_weight_kernel<T, A><<<blocks_for(n), kThreads, 0, current_stream()>>>(
+          col_ptr.data_ptr<int64_t>(), perm.data_ptr<int64_t>(), entry_row.data_ptr<int64_t>(),
+          values.data_ptr<T>(), x.data_ptr<T>(), grad_weight.data_ptr<T>(), n, f);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_bias && n > 0) {
+      lif_sparse_grad_bias_kernel<T, A>
+          <<<static_cast<unsigned>(std::min<int64_t>(ceil_div(n, kThreads), kMaxBlocks)),
+             kThreads, 0, current_stream()>>>(col_ptr.data_ptr<int64_t>(),
+                                             perm.data_ptr<int64_t>(), values.data_ptr<T>(),
+                                             grad_bias.data_ptr<T>(), n);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {grad_x, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(snnkernels, CUDA, m) {
+  m.impl("linear_sparse_backward", &linear_sparse_backward_cuda);
+}
+
+}  // namespace snnkernels
