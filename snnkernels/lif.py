@@ -39,7 +39,8 @@ def lif(
     reset_mechanism: "subtract" | "zero" | "none"; reset_delay: as snnTorch's.
     sparse: None (dense, exact BPTT) or a mask from snnkernels.sparse (TopK, ActiveWindow),
        applied inside the fused backward to the rows of the last dimension of x; x's gradient
-       is then the masked one. CPU only.
+       is then the masked one. CPU and CUDA (same results: float32/float64 bit for bit with the
+       default surrogate; see docs/sparse.md).
     Returns (spk, mem), both shaped like x: spikes and the membrane at every step.
     """
     _args.check_x(x)
@@ -80,7 +81,8 @@ def lif(
 
 
 def check_kernel_input(x, fn: str, mask) -> None:
-    """Device, build and dtype checks shared by lif and linear_lif; a sparse mask is CPU-only."""
+    """Device, build and dtype checks shared by lif and linear_lif. A sparse mask runs on the CPU,
+    and on CUDA when the build has the CUDA kernels (build_info()['cuda'])."""
     _extension.check_device_supported(x, "x")
     allowed = CUDA_DTYPES if x.device.type == "cuda" else CPU_DTYPES
     if x.dtype not in allowed:
@@ -88,10 +90,10 @@ def check_kernel_input(x, fn: str, mask) -> None:
             f"x has dtype {x.dtype}; on {x.device.type} snnkernels.{fn} supports "
             f"{', '.join(str(d) for d in allowed)}"
         )
-    if mask is not None and x.device.type == "cuda":
+    if mask is not None and x.device.type == "cuda" and not _extension.build_info()["cuda"]:
         raise NotImplementedError(
-            f"snnkernels.{fn}: sparse= (masked backward) is CPU-only in this version; "
-            "use sparse=None on CUDA or move x to the CPU"
+            f"snnkernels.{fn}: sparse= (masked backward) on CUDA needs a build with CUDA "
+            "(this snnkernels build is CPU-only); use sparse=None on CUDA or move x to the CPU"
         )
 
 

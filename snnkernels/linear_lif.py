@@ -22,11 +22,13 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     Returns (spk, mem), both [T, B, N].
 
     Forward: one GEMM for all T steps, then the fused LIF kernel. Backward, dense: the fused LIF
-    backward, then GEMMs for dx, dW, db. Backward, sparse (CPU only): the fused LIF backward
+    backward, then GEMMs for dx, dW, db. Backward, sparse (CPU and CUDA): the fused LIF backward
     applies the mask and emits the surviving current gradients in compact form (TopK: values
     and int32 indices [T*B, k]; ActiveWindow: CSR), and dx, dW, db are computed from those
     entries alone (dx gathers rows of W; dW is accumulated per neuron in a fixed order, so the
-    bits do not depend on the thread count). The compact gradient is the only extra memory:
+    bits do not depend on the thread count or the launch configuration; no atomics on CUDA).
+    The compact gradient is the only extra memory (on the CPU; the CUDA kernels' scratch is in
+    docs/sparse.md):
     T*B*k * (itemsize + 4) bytes for TopK, nnz * (itemsize + 4) + 8 * (T*B + 1) for ActiveWindow.
     """
     _args.check_linear(x, weight, bias)

@@ -81,8 +81,8 @@ class TabularSNN(nn.Module):
         of every hidden layer (the output layer, num_classes wide, stays dense). Layers after the
         first run snnkernels.linear_lif, so their synaptic backward touches only the kept
         entries; the first layer's synapse with the direct encoder is one [B, F] matmul
-        broadcast over T, whose backward is already small. The forward is unchanged. Sparse
-        backward is CPU-only (as snnkernels.linear_lif).
+        broadcast over T, whose backward is already small. The forward is unchanged. The sparse
+        backward runs on the CPU and on CUDA (as snnkernels.linear_lif).
     beta, threshold, learn_beta, learn_threshold, reset_mechanism, reset_delay: the neurons'
         (learnable ones become per-neuron Parameters).
     forward(x [B, in_features]) -> logits [B, num_classes]; with record=True also the list of

@@ -1,6 +1,6 @@
 """LinearLIF: a Linear layer followed by LIF neurons over all T steps, as one module running
 snnkernels.linear_lif (one GEMM for all steps, the fused LIF, and with `sparse=` a synaptic
-backward that touches only the surviving gradient entries; CPU only for sparse)."""
+backward that touches only the surviving gradient entries; CPU and CUDA)."""
 
 from __future__ import annotations
 

@@ -121,9 +121,12 @@ def _check_device(config) -> None:
                          f"(torch {torch.__version__}); use --device cpu")
     sparse = [a for a in config.arms if ARMS[a].sparse is not None]
     if sparse:
-        raise UsageError(f"--device cuda: the sparse-gradient arms ({', '.join(sparse)}) are "
-                         "CPU-only in this version; run them with --device cpu, or pick dense "
-                         "arms with --arms")
+        import snnkernels
+
+        if not snnkernels.build_info()["cuda"]:
+            raise UsageError(f"--device cuda: the sparse-gradient arms ({', '.join(sparse)}) "
+                             "need an snnkernels build with CUDA (this one is CPU-only); run "
+                             "them with --device cpu, or pick dense arms with --arms")
 
 
 def main(args) -> int:
