@@ -1,5 +1,6 @@
 // Device-generic forwards built from other ops: lif_forward_masked (lif_forward with the mask
-// arguments, for autograd) and linear_lif_forward (one GEMM for all T, then lif_forward).
+// arguments, for autograd) and linear_lif_forward (one GEMM for all T, or on the CPU the
+// event-driven spike_linear when x is mostly zeros, then lif_forward).
 // Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
 // per-device lif_forward runs. The masked backward and the sparse synaptic backward have their
 // own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp, cuda/lif_masked_cuda.cu,
@@ -7,6 +8,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include "event_linear.h"
 
 namespace snnkernels {
 namespace {
@@ -23,6 +26,22 @@ Triple call_lif_forward(const at::Tensor& x, const c10::optional<at::Tensor>& me
                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                      int64_t, double, double, int64_t, bool)>();
   return op.call(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay);
+}
+
+// The rule of snnkernels._ops.event_driven: CPU, and at most kEventMaxDensity of x nonzero.
+bool event_driven(const at::Tensor& x) {
+  if (!x.is_cpu() || x.numel() == 0) return false;
+  const int64_t nonzero = at::count_nonzero(x).item<int64_t>();
+  return static_cast<double>(nonzero) <= kEventMaxDensity * static_cast<double>(x.numel());
+}
+
+at::Tensor call_spike_linear(const at::Tensor& x, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("snnkernels::spike_linear", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                         const c10::optional<at::Tensor>&)>();
+  return op.call(x, weight, bias);
 }
 
 Triple lif_forward_masked(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
@@ -46,7 +65,10 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
               weight.sizes());
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
-  at::Tensor current = bias.has_value() ? at::addmm(*bias, x2, weight.t()) : at::mm(x2, weight.t());
+  at::Tensor current = event_driven(x2)  // spikes: work over the nonzeros of x only
+                           ? call_spike_linear(x2, weight.contiguous(), bias)
+                       : bias.has_value() ? at::addmm(*bias, x2, weight.t())
+                                          : at::mm(x2, weight.t());
   return call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta, threshold, graded,
                           surrogate, p0, p1, reset, reset_delay);
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "debug_poison.h"
+#include "event_linear.h"
 
 #ifndef SNNKERNELS_TORCH_VERSION
 #define SNNKERNELS_TORCH_VERSION "unknown"
@@ -41,10 +42,11 @@ static std::string build_info() {
   info += "false, \"cuda_archs\": \"\"";
 #endif
 #ifdef _OPENMP
-  info += ", \"openmp\": true}";
+  info += ", \"openmp\": true";
 #else
-  info += ", \"openmp\": false}";
+  info += ", \"openmp\": false";
 #endif
+  info += ", \"event_max_density\": " + std::to_string(kEventMaxDensity) + "}";
   return info;
 }
 
@@ -106,6 +108,11 @@ TORCH_LIBRARY(snnkernels, m) {
       "linear_sparse_backward(Tensor values, Tensor indices, Tensor row_ptr, Tensor x, "
       "Tensor weight, bool need_x, bool need_weight, bool need_bias) -> (Tensor grad_x, "
       "Tensor grad_weight, Tensor grad_bias)");
+  // The event-driven synapse for mostly-zero x (spikes), CPU only: out = x W^T + bias computed
+  // over the nonzeros of x [R, F] (weight [N, F], bias [N] or None); spike_weight_grad gives
+  // grad^T x [N, F] for grad [R, N] over the same nonzeros.
+  m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("spike_weight_grad(Tensor grad, Tensor x) -> Tensor");
   m.def("build_info() -> str", &build_info);
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.

@@ -19,7 +19,9 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 @functools.lru_cache(maxsize=None)
 def build_info() -> dict:
-    """What the extension was compiled with: {'torch', 'cuda', 'cuda_archs', 'openmp'}."""
+    """What the extension was compiled with: {'torch', 'cuda', 'cuda_archs', 'openmp',
+    'event_max_density'} (the last: the density of x below which linear_lif runs its synapse
+    event-driven on the CPU)."""
     return json.loads(torch.ops.snnkernels.build_info())
 
 

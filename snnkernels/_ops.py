@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _extension  # noqa: F401  (loads the library that defines the ops)
+from ._extension import build_info  # (importing it loads the library that defines the ops)
 
 _lib = torch.ops.snnkernels
 
@@ -113,6 +113,16 @@ def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate
                              reset_delay)
 
 
+@torch.library.register_fake("snnkernels::spike_linear")
+def _spike_linear_fake(x, weight, bias):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+@torch.library.register_fake("snnkernels::spike_weight_grad")
+def _spike_weight_grad_fake(grad, x):
+    return x.new_empty((grad.shape[1], x.shape[1]))
+
+
 @torch.library.register_fake("snnkernels::linear_sparse_backward")
 def _linear_sparse_backward_fake(values, indices, row_ptr, x, weight, need_x, need_weight,
                                  need_bias):
@@ -148,6 +158,18 @@ torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backwa
                                 setup_context=_setup_masked_context)
 
 
+def event_driven(x: torch.Tensor) -> bool:
+    """Whether the synapse runs over the nonzeros of x (spikes) instead of GEMMs: on the CPU,
+    when x's density is at most build_info()['event_max_density'] (the same rule as
+    linear_lif_forward in csrc/linear_lif.cpp)."""
+    if type(x) is not torch.Tensor or x.device.type != "cpu" or x.numel() == 0:
+        return False  # traced (fake / functional tensors): no data-dependent branch in a graph
+    return int(torch.count_nonzero(x)) <= _EVENT_MAX_DENSITY * x.numel()
+
+
+_EVENT_MAX_DENSITY = build_info()["event_max_density"]
+
+
 def _setup_linear_context(ctx, inputs, output):
     x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs[:11]
     _, mem, pre = output
@@ -174,7 +196,7 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
         if needs[0]:
             gx = (gi @ weight).view(steps, batch, features)
         if needs[1]:
-            gw = gi.t() @ x2
+            gw = _lib.spike_weight_grad(gi, x2) if event_driven(x2) else gi.t() @ x2
         if needs[2]:
             gb = gi.sum(0)
     else:  # masked: the compact current gradient, then the sparse synaptic backward
