@@ -4,8 +4,14 @@
 // (benchmarks/bench_event.py); Python reads the value through build_info().
 #pragma once
 
+#include <ATen/ATen.h>
+
 namespace snnkernels {
 
 constexpr double kEventMaxDensity = 0.05;
+
+// The rule: x on the CPU, floating point, non-empty, with at most kEventMaxDensity of its
+// entries nonzero (cpu/spike_linear_cpu.cpp; also the op snnkernels::event_driven).
+bool event_driven(const at::Tensor& x);
 
 }  // namespace snnkernels

@@ -28,13 +28,6 @@ Triple call_lif_forward(const at::Tensor& x, const c10::optional<at::Tensor>& me
   return op.call(x, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay);
 }
 
-// The rule of snnkernels._ops.event_driven: CPU, and at most kEventMaxDensity of x nonzero.
-bool event_driven(const at::Tensor& x) {
-  if (!x.is_cpu() || x.numel() == 0) return false;
-  const int64_t nonzero = at::count_nonzero(x).item<int64_t>();
-  return static_cast<double>(nonzero) <= kEventMaxDensity * static_cast<double>(x.numel());
-}
-
 at::Tensor call_spike_linear(const at::Tensor& x, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias) {
   static auto op = c10::Dispatcher::singleton()

@@ -113,6 +113,8 @@ TORCH_LIBRARY(snnkernels, m) {
   // grad^T x [N, F] for grad [R, N] over the same nonzeros.
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("spike_weight_grad(Tensor grad, Tensor x) -> Tensor");
+  // Whether linear_lif takes that path for x (see event_linear.h).
+  m.def("event_driven(Tensor x) -> bool");
   m.def("build_info() -> str", &build_info);
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._extension import build_info  # (importing it loads the library that defines the ops)
+from . import _extension  # noqa: F401  (loads the library that defines the ops)
 
 _lib = torch.ops.snnkernels
 
@@ -160,14 +160,11 @@ torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backwa
 
 def event_driven(x: torch.Tensor) -> bool:
     """Whether the synapse runs over the nonzeros of x (spikes) instead of GEMMs: on the CPU,
-    when x's density is at most build_info()['event_max_density'] (the same rule as
-    linear_lif_forward in csrc/linear_lif.cpp)."""
-    if type(x) is not torch.Tensor or x.device.type != "cpu" or x.numel() == 0:
+    when at most build_info()['event_max_density'] of x is nonzero (the op's rule, shared with
+    linear_lif_forward; csrc/event_linear.h)."""
+    if type(x) is not torch.Tensor or x.device.type != "cpu":
         return False  # traced (fake / functional tensors): no data-dependent branch in a graph
-    return int(torch.count_nonzero(x)) <= _EVENT_MAX_DENSITY * x.numel()
-
-
-_EVENT_MAX_DENSITY = build_info()["event_max_density"]
+    return _lib.event_driven(x)
 
 
 def _setup_linear_context(ctx, inputs, output):

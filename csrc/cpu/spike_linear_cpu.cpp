@@ -13,8 +13,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <atomic>
 
+#include "../event_linear.h"
 #include "../lif_checks.h"
 
 namespace snnkernels {
@@ -103,7 +104,33 @@ at::Tensor spike_weight_grad_cpu(const at::Tensor& grad, const at::Tensor& x) {
 
 }  // namespace
 
+// Counting stops once the limit is passed (dense inputs, the common case, decide after a small
+// part of x), and runs in parallel otherwise: torch.count_nonzero took 4 ms on [6400, 512],
+// as long as the GEMM it was deciding about.
+bool event_driven(const at::Tensor& x) {
+  if (!x.is_cpu() || x.numel() == 0 || !at::isFloatingType(x.scalar_type())) return false;
+  const at::Tensor xc = x.contiguous();
+  const int64_t numel = xc.numel();
+  const auto limit = static_cast<int64_t>(kEventMaxDensity * static_cast<double>(numel));
+  std::atomic<int64_t> total{0};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "event_driven", [&] {
+    const scalar_t* p = xc.data_ptr<scalar_t>();
+    constexpr int64_t kBlock = 8192;
+    at::parallel_for(0, numel, 4 * kBlock, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; s += kBlock) {
+        if (total.load(std::memory_order_relaxed) > limit) return;
+        const int64_t stop = std::min(end, s + kBlock);
+        int64_t count = 0;
+        for (int64_t i = s; i < stop; ++i) count += p[i] != scalar_t(0);
+        total.fetch_add(count, std::memory_order_relaxed);
+      }
+    });
+  });
+  return total.load() <= limit;
+}
+
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
+  m.impl("event_driven", &event_driven);
   m.impl("spike_linear", &spike_linear_cpu);
   m.impl("spike_weight_grad", &spike_weight_grad_cpu);
 }
