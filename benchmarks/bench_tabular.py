@@ -8,7 +8,10 @@ identical, but snnTorch's spike functions return float32 even for float64 input,
 gradients pass through float32 at every spike and agree with ours to ~1e-7 only). Then times one
 training step (forward, cross-entropy on spike counts, backward, SGD update) in float32, median
 of --reps, at T=25, B=256, F=64, hidden H x 2 for each --hidden. Writes tabular_cpu.{md,json}
-to --out (default benchmarks/results).
+to --out (default benchmarks/results). Also times TabularSNN with sparse=TopK(fraction=0.05)
+(meProp on the hidden layers; the second hidden layer's synaptic backward runs sparse), and the
+tutorial network itself after the README's two-line switch, `snnkernels.convert(model)` (its
+snntorch.Leaky layers replaced by snnkernels.nn.Leaky, still called once per step).
 
     python benchmarks/bench_tabular.py [--hidden 128 512] [--reps 15] [--out DIR]
 """
@@ -26,9 +29,12 @@ import snntorch
 import torch
 from torch import nn
 
+import snnkernels
 from snnkernels.models import TabularSNN
+from snnkernels.sparse import TopK
 
 T, B, F, CLASSES, BETA = 25, 256, 64, 2, 0.9
+SPARSE = TopK(fraction=0.05)
 
 
 class TutorialSNN(nn.Module):
@@ -55,9 +61,10 @@ class TutorialSNN(nn.Module):
         return count
 
 
-def twins(hidden: int, dtype):
+def twins(hidden: int, dtype, sparse=None):
     torch.manual_seed(0)
-    ours = TabularSNN(F, hidden=(hidden, hidden), num_classes=CLASSES, T=T, beta=BETA)
+    ours = TabularSNN(F, hidden=(hidden, hidden), num_classes=CLASSES, T=T, beta=BETA,
+                      sparse=sparse)
     ref = TutorialSNN(hidden)
     for fc, layer in zip(ref.fcs, list(ours.layers) + [ours.output]):
         fc.load_state_dict(layer.linear.state_dict())
@@ -115,12 +122,19 @@ def main() -> None:
             raise SystemExit(f"H={hidden}: float64 losses differ by {diff:.2e} (relative)")
         ours, ref = twins(hidden, torch.float32)
         x, y = data(torch.float32)
+        sparse, _ = twins(hidden, torch.float32, SPARSE)
         ours_ms, ref_ms = step_ms(ours, x, y, args.reps), step_ms(ref, x, y, args.reps)
+        sparse_ms = step_ms(sparse, x, y, args.reps)
+        converted_ms = step_ms(snnkernels.convert(twins(hidden, torch.float32)[1]), x, y, args.reps)
         rows.append(dict(hidden=hidden, snnkernels_ms=ours_ms, snntorch_ms=ref_ms,
-                         speedup=ref_ms / ours_ms, float64_loss_rel_diff=diff))
-        print(f"H={hidden}x2: snnkernels {ours_ms:.1f} ms, snnTorch {ref_ms:.1f} ms, "
-              f"{ref_ms / ours_ms:.1f}x; 10 float64 steps: losses agree to {diff:.1e}",
-              flush=True)
+                         speedup=ref_ms / ours_ms, topk5_ms=sparse_ms,
+                         topk5_speedup=ref_ms / sparse_ms, converted_ms=converted_ms,
+                         converted_speedup=ref_ms / converted_ms, float64_loss_rel_diff=diff))
+        print(f"H={hidden}x2: snnkernels {ours_ms:.1f} ms, TopK 5% {sparse_ms:.1f} ms, "
+              f"converted tutorial net {converted_ms:.1f} ms, snnTorch {ref_ms:.1f} ms: "
+              f"{ref_ms / ours_ms:.1f}x dense, {ref_ms / sparse_ms:.1f}x TopK, "
+              f"{ref_ms / converted_ms:.1f}x converted; 10 float64 steps: losses agree to "
+              f"{diff:.1e}", flush=True)
     meta = dict(torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(),
                 load_average=os.getloadavg()[0], setup=f"T={T}, B={B}, F={F}, SGD, float32")
@@ -131,11 +145,16 @@ def main() -> None:
         f.write("# TabularSNN vs the snnTorch-tutorial network: one training step\n\n")
         f.write(f"{meta['setup']}; torch {meta['torch']}, {meta['threads']} threads, "
                 f"1-min load average {meta['load_average']:.2f}; median of {args.reps}.\n\n")
-        f.write("| hidden | snnkernels ms | snnTorch ms | speedup | float64 loss rel. diff (10 steps) |\n")
-        f.write("|---|---:|---:|---:|---:|\n")
+        f.write("| hidden | snnkernels ms | TopK 5% ms | converted ms | snnTorch ms | speedup "
+                "dense | speedup TopK 5% | speedup converted | float64 loss rel. diff (10 steps) |\n")
+        f.write("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         for r in rows:
-            f.write(f"| {r['hidden']}x2 | {r['snnkernels_ms']:.1f} | {r['snntorch_ms']:.1f} | "
-                    f"{r['speedup']:.1f}x | {r['float64_loss_rel_diff']:.1e} |\n")
+            f.write(f"| {r['hidden']}x2 | {r['snnkernels_ms']:.1f} | {r['topk5_ms']:.1f} | "
+                    f"{r['converted_ms']:.1f} | {r['snntorch_ms']:.1f} | {r['speedup']:.1f}x | "
+                    f"{r['topk5_speedup']:.1f}x | {r['converted_speedup']:.1f}x | "
+                    f"{r['float64_loss_rel_diff']:.1e} |\n")
+        f.write("\nconverted: the snnTorch-tutorial network after `snnkernels.convert(model)`, "
+                "still stepped once per time step.\n")
 
 
 if __name__ == "__main__":
