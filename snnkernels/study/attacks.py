@@ -261,7 +261,7 @@ def _run_art(target, surrogate, attack, frame, y, norm, config, seed) -> np.ndar
                            nb_restarts=1, verbose=False, **common)
     _seed_all(seed)
     view.reseed(seed)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # ART's L2 Square divides 0 / 0 when a proposal has no budget left; those NaN proposals
         # score NaN and are never accepted
         adv = art.generate(art_input, y=y)
