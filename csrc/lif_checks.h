@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "debug_poison.h"
+#include "lif_math.h"
 
 namespace snnkernels {
 
@@ -105,5 +106,57 @@ inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& o
   prefault(out);
   return out;
 }
+
+// The mask arguments of lif_backward_masked (schema in ops.cpp) for M neurons in all.
+inline Mask check_mask_args(int64_t mask, int64_t row, int64_t k, double width, int64_t m) {
+  const auto kind = static_cast<Mask>(mask);
+  TORCH_CHECK(kind == Mask::TopK || kind == Mask::ActiveWindow,
+              "snnkernels: mask must be 1 (TopK) or 2 (ActiveWindow), got ", mask);
+  TORCH_CHECK(row >= 1 && m % row == 0, "snnkernels: row (neurons per row) must divide M = ", m,
+              ", got ", row);
+  // Neurons within a row are indexed with int32 (the selection, ELL and CSR indices).
+  TORCH_CHECK(row <= (int64_t(1) << 31), "snnkernels: row (neurons per row) must be at most 2^31 "
+              "(int32 indices within a row), got ", row);
+  TORCH_CHECK(kind != Mask::TopK || (k >= 1 && k <= row),
+              "snnkernels: TopK k must be in [1, row = ", row, "], got ", k);
+  TORCH_CHECK(kind != Mask::ActiveWindow || width > 0,
+              "snnkernels: ActiveWindow width must be > 0, got ", width);
+  return kind;
+}
+
+// What every LIF backward returns besides grad_x: dL/dmem0 [M] and, when param_grads, per-neuron
+// partial sums [M] for beta, threshold and graded (in `acc`, reduced to P elements afterwards).
+struct NeuronGrads {
+  at::Tensor mem0, beta, threshold, graded;
+
+  NeuronGrads(int64_t m, const at::TensorOptions& options, const at::TensorOptions& acc,
+              bool param_grads)
+      : mem0(empty_output({m}, options)),
+        beta(empty_output({param_grads ? m : 0}, acc)),
+        threshold(empty_output({param_grads ? m : 0}, acc)),
+        graded(empty_output({param_grads ? m : 0}, acc)) {}
+
+  // No steps or no neurons: dL/dmem0 is zero and each parameter gradient is zeros of the
+  // parameter's own shape (nothing to reduce).
+  void set_empty_result(bool param_grads, const at::Tensor& beta_in,
+                        const at::Tensor& threshold_in, const at::Tensor& graded_in) {
+    mem0.zero_();
+    if (!param_grads) return;
+    beta = at::zeros_like(beta_in);
+    threshold = at::zeros_like(threshold_in);
+    graded = at::zeros_like(graded_in);
+  }
+
+  // The per-neuron sums reduced to each parameter's P elements by the device's deterministic
+  // `reduce(partial, P)`; nothing to do without parameter gradients.
+  template <typename Reduce>
+  void reduce_params(bool param_grads, Reduce reduce, const at::Tensor& beta_in,
+                     const at::Tensor& threshold_in, const at::Tensor& graded_in) {
+    if (!param_grads) return;
+    beta = reduce(beta, beta_in.numel());
+    threshold = reduce(threshold, threshold_in.numel());
+    graded = reduce(graded, graded_in.numel());
+  }
+};
 
 }  // namespace snnkernels

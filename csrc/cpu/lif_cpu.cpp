@@ -175,19 +175,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
   const int64_t steps = mem.size(0), m = mem.size(1);
   check_backward_args(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
                       reset_delay);
-  const auto acc = mem.options();
   at::Tensor grad_x = empty_output(mem.sizes(), mem.options());
-  at::Tensor grad_mem0 = empty_output({m}, mem.options());
-  // Per-neuron partial sums over time; reduced to each parameter's P elements at the end.
-  at::Tensor grad_beta = empty_output({param_grads ? m : 0}, acc);
-  at::Tensor grad_thr = empty_output({param_grads ? m : 0}, acc);
-  at::Tensor grad_graded = empty_output({param_grads ? m : 0}, acc);
+  NeuronGrads g(m, mem.options(), mem.options(), param_grads);
   if (m == 0 || steps == 0) {
-    grad_mem0.zero_();
-    if (!param_grads) return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded};
-    return {grad_x, grad_mem0, at::zeros_like(beta), at::zeros_like(threshold),
-            at::zeros_like(graded)};
+    g.set_empty_result(param_grads, beta, threshold, graded);
+    return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
   }
+  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
+             &grad_graded = g.graded;
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_cpu", [&] {
     using T = scalar_t;
@@ -213,9 +208,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
       });
     });
   });
-  if (!param_grads) return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded};
-  return {grad_x, grad_mem0, reduce_periodic(grad_beta, beta.numel()),
-          reduce_periodic(grad_thr, threshold.numel()), reduce_periodic(grad_graded, graded.numel())};
+  g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);
+  return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
 }
 
 }  // namespace

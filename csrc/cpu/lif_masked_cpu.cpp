@@ -339,18 +339,7 @@ lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
   const int64_t steps = mem.size(0), m = mem.size(1);
   check_backward_args(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
                       reset_delay);
-  const auto kind = static_cast<Mask>(mask);
-  TORCH_CHECK(kind == Mask::TopK || kind == Mask::ActiveWindow,
-              "snnkernels: mask must be 1 (TopK) or 2 (ActiveWindow), got ", mask);
-  TORCH_CHECK(row >= 1 && m % row == 0, "snnkernels: row (neurons per row) must divide M = ", m,
-              ", got ", row);
-  // Neurons within a row are indexed with int32 (the selection, ELL and CSR indices).
-  TORCH_CHECK(row <= (int64_t(1) << 31), "snnkernels: row (neurons per row) must be at most 2^31 "
-              "(int32 indices within a row), got ", row);
-  TORCH_CHECK(kind != Mask::TopK || (k >= 1 && k <= row),
-              "snnkernels: TopK k must be in [1, row = ", row, "], got ", k);
-  TORCH_CHECK(kind != Mask::ActiveWindow || width > 0,
-              "snnkernels: ActiveWindow width must be > 0, got ", width);
+  const Mask kind = check_mask_args(mask, row, k, width, m);
   const MaskSpec spec{kind, row, k, width, temporal, compact};
   const bool window = kind == Mask::ActiveWindow;
   const int64_t rows = steps * (m / row);
@@ -371,19 +360,13 @@ lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
     values = empty_output({rows, k}, opts);
     indices = at::empty({rows, k}, idx_opts);
   }
-  at::Tensor grad_mem0 = empty_output({m}, opts);
-  at::Tensor grad_beta = empty_output({param_grads ? m : 0}, opts);
-  at::Tensor grad_thr = empty_output({param_grads ? m : 0}, opts);
-  at::Tensor grad_graded = empty_output({param_grads ? m : 0}, opts);
+  NeuronGrads g(m, opts, opts, param_grads);
   if (m == 0 || steps == 0) {
-    grad_mem0.zero_();
-    if (param_grads) {
-      grad_beta = at::zeros_like(beta);
-      grad_thr = at::zeros_like(threshold);
-      grad_graded = at::zeros_like(graded);
-    }
-    return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
+    g.set_empty_result(param_grads, beta, threshold, graded);
+    return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
   }
+  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
+             &grad_graded = g.graded;
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_masked_cpu", [&] {
     using T = scalar_t;
@@ -421,12 +404,8 @@ lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
       });
     });
   });
-  if (param_grads) {
-    grad_beta = reduce_periodic(grad_beta, beta.numel());
-    grad_thr = reduce_periodic(grad_thr, threshold.numel());
-    grad_graded = reduce_periodic(grad_graded, graded.numel());
-  }
-  return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
+  g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);
+  return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
 }
 
 }  // namespace

@@ -168,17 +168,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
   const c10::cuda::CUDAGuard guard(mem.device());
   const auto acc = mem.options().dtype(accumulation_dtype(mem.scalar_type()));
   at::Tensor grad_x = empty_output(mem.sizes(), mem.options());
-  at::Tensor grad_mem0 = empty_output({m}, mem.options());
-  // Per-neuron partial sums over time; reduced to each parameter's P elements at the end.
-  at::Tensor grad_beta = empty_output({param_grads ? m : 0}, acc);
-  at::Tensor grad_thr = empty_output({param_grads ? m : 0}, acc);
-  at::Tensor grad_graded = empty_output({param_grads ? m : 0}, acc);
+  NeuronGrads g(m, mem.options(), acc, param_grads);
   if (m == 0 || steps == 0) {
-    grad_mem0.zero_();
-    if (!param_grads) return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded};
-    return {grad_x, grad_mem0, at::zeros_like(beta), at::zeros_like(threshold),
-            at::zeros_like(graded)};
+    g.set_empty_result(param_grads, beta, threshold, graded);
+    return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
   }
+  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
+             &grad_graded = g.graded;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mem.scalar_type(),
                                   "lif_backward_cuda", [&] {
     using T = scalar_t;
@@ -200,9 +196,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
       });
     });
   });
-  if (!param_grads) return {grad_x, grad_mem0, grad_beta, grad_thr, grad_graded};
-  return {grad_x, grad_mem0, column_sums(grad_beta, beta.numel()),
-          column_sums(grad_thr, threshold.numel()), column_sums(grad_graded, graded.numel())};
+  g.reduce_params(param_grads, column_sums, beta, threshold, graded);
+  return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
 }
 
 }  // namespace
