@@ -51,6 +51,13 @@ def _compact_grad(grad):
     return grad.contiguous()
 
 
+def _needed(needs, *grads):
+    """Autograd's return value: each gradient where its input needs one, else None, then None
+    for the remaining (non-tensor) inputs."""
+    return tuple(g if need else None for g, need in zip(grads, needs)) + (None,) * (
+        len(needs) - len(grads))
+
+
 def _backward(ctx, grad_spk, grad_mem, _grad_pre):
     mem, pre, mem0, beta, threshold, graded = ctx.saved_tensors
     surrogate, p0, p1, reset, reset_delay = ctx.args
@@ -60,14 +67,7 @@ def _backward(ctx, grad_spk, grad_mem, _grad_pre):
         _compact_grad(grad_spk), _compact_grad(grad_mem), mem, pre, mem0, beta, threshold,
         graded, surrogate, p0, p1, reset, reset_delay, param_grads,
     )
-    return (
-        gx,
-        gmem0 if needs[1] else None,
-        gbeta if needs[2] else None,
-        gthr if needs[3] else None,
-        ggraded if needs[4] else None,
-        None, None, None, None, None,
-    )
+    return _needed(needs, gx, gmem0, gbeta, gthr, ggraded)
 
 
 torch.library.register_autograd("snnkernels::lif_forward", _backward, setup_context=_setup_context)
@@ -145,13 +145,7 @@ def _masked_backward(ctx, grad_spk, grad_mem, _grad_pre):
         _compact_grad(grad_spk), _compact_grad(grad_mem), mem, pre, mem0, beta, threshold,
         graded, *ctx.args, param_grads, *ctx.mask, False,
     )
-    return (
-        gx,
-        gmem0 if needs[1] else None,
-        gbeta if needs[2] else None,
-        gthr if needs[3] else None,
-        ggraded if needs[4] else None,
-    ) + (None,) * 10
+    return _needed(needs, gx, gmem0, gbeta, gthr, ggraded)
 
 
 torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backward,
@@ -203,14 +197,7 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
         gx, gw, gb = _lib.linear_sparse_backward(values, indices, row_ptr, x2, weight,
                                                  needs[0], needs[1], needs[2])
         gx = gx.view(steps, batch, features) if needs[0] else None
-        gw = gw if needs[1] else None
-        gb = gb if needs[2] else None
-    return (
-        gx, gw, gb,
-        gbeta if needs[3] else None,
-        gthr if needs[4] else None,
-        ggraded if needs[5] else None,
-    ) + (None,) * 9
+    return _needed(needs, gx, gw, gb, gbeta, gthr, ggraded)
 
 
 torch.library.register_autograd("snnkernels::linear_lif_forward", _linear_backward,
