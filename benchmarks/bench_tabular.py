@@ -1,19 +1,21 @@
 #!/usr/bin/env python
 """Training step of snnkernels.models.TabularSNN against the same network written the
-snnTorch-tutorial way (Linear + snntorch.Leaky per layer, a Python loop over T), on this CPU.
+snnTorch-tutorial way (Linear + snntorch.Leaky per layer, a Python loop over T), on the CPU or
+(--device cuda) a GPU.
 
 Checks first that both compute the same thing: from the same weights, 10 SGD steps in float64
 give the same losses (max relative difference printed; it must stay below 1e-6: the forward is
 identical, but snnTorch's spike functions return float32 even for float64 input, so its
 gradients pass through float32 at every spike and agree with ours to ~1e-7 only). Then times one
 training step (forward, cross-entropy on spike counts, backward, SGD update) in float32, median
-of --reps, at T=25, B=256, F=64, hidden H x 2 for each --hidden. Writes tabular_cpu.{md,json}
-to --out (default benchmarks/results). Also times TabularSNN with sparse=TopK(fraction=0.05)
+of --reps, at T=25, B=256, F=64, hidden H x 2 for each --hidden (the float64 check runs on the
+CPU: the CUDA kernels take float32 and half types). Writes tabular_{device}.{md,json} to --out
+(default benchmarks/results). Also times TabularSNN with sparse=TopK(fraction=0.05)
 (meProp on the hidden layers; the second hidden layer's synaptic backward runs sparse), and the
 tutorial network itself after the README's two-line switch, `snnkernels.convert(model)` (its
 snntorch.Leaky layers replaced by snnkernels.nn.Leaky, still called once per step).
 
-    python benchmarks/bench_tabular.py [--hidden 128 512] [--reps 15] [--out DIR]
+    python benchmarks/bench_tabular.py [--hidden 128 512] [--reps 15] [--device cuda] [--out DIR]
 """
 
 from __future__ import annotations
@@ -61,21 +63,21 @@ class TutorialSNN(nn.Module):
         return count
 
 
-def twins(hidden: int, dtype, sparse=None):
+def twins(hidden: int, dtype, sparse=None, device="cpu"):
     torch.manual_seed(0)
     ours = TabularSNN(F, hidden=(hidden, hidden), num_classes=CLASSES, T=T, beta=BETA,
                       sparse=sparse)
     ref = TutorialSNN(hidden)
     for fc, layer in zip(ref.fcs, list(ours.layers) + [ours.output]):
         fc.load_state_dict(layer.linear.state_dict())
-    return ours.to(dtype), ref.to(dtype)
+    return ours.to(device, dtype), ref.to(device, dtype)
 
 
-def data(dtype):
+def data(dtype, device="cpu"):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, F, generator=g, dtype=dtype)
     y = torch.randint(0, CLASSES, (B,), generator=g)
-    return x, y
+    return x.to(device), y.to(device)
 
 
 def train_step(model, opt, x, y):
@@ -83,7 +85,7 @@ def train_step(model, opt, x, y):
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
-    return loss.item()
+    return loss.item()  # also waits for a GPU to finish the step
 
 
 def same_losses(hidden: int, steps: int = 10) -> float:
@@ -113,19 +115,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_tabular: --device cuda, but torch.cuda.is_available() is False")
     rows = []
     for hidden in args.hidden:
         diff = same_losses(hidden)
         if diff > 1e-6:
             raise SystemExit(f"H={hidden}: float64 losses differ by {diff:.2e} (relative)")
-        ours, ref = twins(hidden, torch.float32)
-        x, y = data(torch.float32)
-        sparse, _ = twins(hidden, torch.float32, SPARSE)
+        ours, ref = twins(hidden, torch.float32, device=dev)
+        x, y = data(torch.float32, dev)
+        sparse, _ = twins(hidden, torch.float32, SPARSE, dev)
         ours_ms, ref_ms = step_ms(ours, x, y, args.reps), step_ms(ref, x, y, args.reps)
         sparse_ms = step_ms(sparse, x, y, args.reps)
-        converted_ms = step_ms(snnkernels.convert(twins(hidden, torch.float32)[1]), x, y, args.reps)
+        converted = snnkernels.convert(twins(hidden, torch.float32, device=dev)[1])
+        converted_ms = step_ms(converted, x, y, args.reps)
         rows.append(dict(hidden=hidden, snnkernels_ms=ours_ms, snntorch_ms=ref_ms,
                          speedup=ref_ms / ours_ms, topk5_ms=sparse_ms,
                          topk5_speedup=ref_ms / sparse_ms, converted_ms=converted_ms,
@@ -136,14 +143,16 @@ def main() -> None:
               f"{ref_ms / converted_ms:.1f}x converted; 10 float64 steps: losses agree to "
               f"{diff:.1e}", flush=True)
     meta = dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                cpu=platform.processor() or platform.machine(),
+                cpu=platform.processor() or platform.machine(), device=dev,
+                gpu=torch.cuda.get_device_name() if dev == "cuda" else None,
                 load_average=os.getloadavg()[0], setup=f"T={T}, B={B}, F={F}, SGD, float32")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "tabular_cpu.json"), "w") as f:
+    with open(os.path.join(args.out, f"tabular_{dev}.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=2)
-    with open(os.path.join(args.out, "tabular_cpu.md"), "w") as f:
+    with open(os.path.join(args.out, f"tabular_{dev}.md"), "w") as f:
         f.write("# TabularSNN vs the snnTorch-tutorial network: one training step\n\n")
-        f.write(f"{meta['setup']}; torch {meta['torch']}, {meta['threads']} threads, "
+        f.write(f"{meta['setup']}; {meta['gpu'] or meta['cpu']}; torch {meta['torch']}, "
+                f"{meta['threads']} threads, "
                 f"1-min load average {meta['load_average']:.2f}; median of {args.reps}.\n\n")
         f.write("| hidden | snnkernels ms | TopK 5% ms | converted ms | snnTorch ms | speedup "
                 "dense | speedup TopK 5% | speedup converted | float64 loss rel. diff (10 steps) |\n")

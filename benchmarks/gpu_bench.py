@@ -9,7 +9,8 @@ Times, with CUDA events, at T=25, B=256, N in {1024, 4096, 16384}:
     per-neuron beta/threshold;
   - the masked backward op of snnkernels.sparse (TopK 1%, temporal TopK 1%, ActiveWindow(0.2);
     compact output, as linear_lif uses it), and at the smallest N snnkernels.linear_lif with
-    F = N, dense against TopK 1% and ActiveWindow, forward + backward;
+    F = N and with F = 64, dense against TopK 1% / 5% and ActiveWindow: forward + backward,
+    and the layer backward alone;
   - the peers: snnkernels.reference.lif (a plain PyTorch time loop), snnTorch's Leaky stepped in
     a Python loop, SpikingJelly's multi-step LIFNode with its CuPy/Triton backends (the peers that
     are not installed are reported as such; SpikingJelly's LIF differs by a factor beta on the
@@ -287,16 +288,9 @@ def bench_size(args, timer: Timer, report: Report, n: int, copy_gbs: float | Non
                 gs2, gm2, mem_saved, pre, None, scalar["beta"], scalar["thr"], scalar["graded"],
                 sgt.kind, p0, p1, 0, True, False, *a, True), 3 * elems * size)
         del mem_saved, pre
-        if smallest and dname == "float32":  # the sparse layer, F = N: dense vs TopK 1%
-            w = torch.randn(n, n, device=device, generator=gen) / n ** 0.5
-            xl = x.detach().requires_grad_(True)
-            wl = w.requires_grad_(True)
-            for impl, spec in (("linear_lif dense", None),
-                               ("linear_lif TopK 1%", snnkernels.sparse.TopK(fraction=0.01)),
-                               ("linear_lif ActiveWindow(0.2)", snnkernels.sparse.ActiveWindow())):
-                timed(impl, dname, "fwd+bwd", lambda spec=spec: backward_of(
-                    snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec), (g_spk, g_mem)))
-            del w, wl, xl
+        if smallest and dname == "float32":
+            for features in (n, 64):  # the wide layer (F = N) and a tabular one (F = 64)
+                bench_linear_lif(timed, x, g_spk, g_mem, features, gen)
 
         with torch.no_grad():
             timed("snnkernels.lif", dname, "fwd", lambda: snnkernels.lif(x, BETA),
@@ -338,6 +332,28 @@ def bench_size(args, timer: Timer, report: Report, n: int, copy_gbs: float | Non
             if note not in report.data["meta"]["peers_missing"]:
                 report.data["meta"]["peers_missing"].append(note)
         report.save()
+
+
+def bench_linear_lif(timed, x, g_spk, g_mem, features, gen):
+    """snnkernels.linear_lif [T, B, features] -> [T, B, N], dense against the masks: forward +
+    backward, and the layer backward alone (dL/dx and dL/dW from one saved forward, as issue
+    "Sparse gradient training" measures it)."""
+    steps, batch, n = x.shape
+    label = f"linear_lif F={features}"
+    gen.manual_seed(features)
+    xl = (torch.randn(steps, batch, features, device=x.device, generator=gen) * 0.5 + 0.2)
+    xl.requires_grad_(True)
+    wl = (torch.randn(n, features, device=x.device, generator=gen) * 2 / features ** 0.5)
+    wl.requires_grad_(True)
+    for name, spec in (("dense", None), ("TopK 1%", snnkernels.sparse.TopK(fraction=0.01)),
+                       ("TopK 5%", snnkernels.sparse.TopK(fraction=0.05)),
+                       ("ActiveWindow(0.2)", snnkernels.sparse.ActiveWindow())):
+        timed(f"{label} {name}", "float32", "fwd+bwd", lambda spec=spec: backward_of(
+            snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec), (g_spk, g_mem)))
+        outs = snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec)
+        timed(f"{label} {name}", "float32", "bwd", lambda outs=outs: torch.autograd.grad(
+            outs, (xl, wl), (g_spk, g_mem), retain_graph=True))
+        del outs
 
 
 def check_against_reference(report: Report, x, g_spk, g_mem):

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The one script a lent GPU runs, from the repository root, in at most GPU_CHECK_BUDGET_S seconds
 # (default 450; with the 5 s grace of each `timeout`, under 8 minutes): device info, an in-place
-# CUDA build for this card's arch only, the CUDA tests, compute-sanitizer (memcheck, racecheck,
-# synccheck) on benchmarks/gpu_sanitizer_case.py, and benchmarks/gpu_bench.py. Every step runs under `timeout` with a limit that leaves the later steps
-# their minimum time, and a failing step does not stop the later ones. Everything (one log per
-# step, bench.json, bench.md, summary.md) goes to $OUT (default ./gpu_out).
+# CUDA build for this card's arch only, the CUDA tests, benchmarks/gpu_bench.py, compute-sanitizer
+# (memcheck, racecheck, synccheck) on benchmarks/gpu_sanitizer_case.py, the TabularSNN training
+# step against snnTorch on the GPU (benchmarks/bench_tabular.py --device cuda) and the study's
+# quick preset with --device cuda. Every step runs under `timeout` with a limit that leaves the
+# later steps their minimum time, and a failing step does not stop the later ones. Everything
+# (one log per step, bench.{json,md}, tabular_cuda.{json,md}, study/, summary.md) goes to $OUT
+# (default ./gpu_out). Optional test and peer packages (snntorch, spikingjelly, ART) must be
+# importable; the CUDA tests run on 6 pytest-xdist workers when it is installed.
 # Exit status: 0 when every step passed, 1 otherwise.
 set -uo pipefail
 
@@ -79,8 +83,9 @@ build() {
 }
 
 tests() {
-  # Exit status 5 is "no tests collected" (no CUDA tests yet): reported, not hidden.
-  "$PY" -m pytest -q tests -k cuda -x -rs -p no:cacheprovider
+  local workers=()
+  "$PY" -c 'import xdist' 2>/dev/null && workers=(-n 6)
+  "$PY" -m pytest -q tests -k cuda --maxfail=20 -rs -p no:cacheprovider "${workers[@]}"
 }
 
 # Sets SANITIZER to compute-sanitizer's path, or fails.
@@ -110,17 +115,27 @@ bench() {
   "$PY" benchmarks/gpu_bench.py --out "$OUT" --budget-s $((STEP_LIMIT > 40 ? STEP_LIMIT - 30 : 10))
 }
 
-export -f info build tests sanitizer sanitize bench
+tabular() {
+  "$PY" benchmarks/bench_tabular.py --device cuda --hidden 128 512 --reps 10 --out "$OUT"
+}
+
+study() {
+  "$PY" -m snnkernels study --preset quick --device cuda --out "$OUT/study" --no-progress
+}
+
+export -f info build tests sanitizer sanitize bench tabular study
 
 {
   echo "gpu_check: $(date -u +%FT%TZ) in $ROOT, output in $OUT, budget $((DEADLINE - SECONDS)) s"
-  run_step info 30 360 bash -c info
-  run_step build 240 150 bash -c build
-  run_step tests 100 120 bash -c tests
-  run_step memcheck 60 85 bash -c 'sanitize memcheck'
-  run_step racecheck 50 60 bash -c 'sanitize racecheck'
-  run_step synccheck 40 45 bash -c 'sanitize synccheck'
-  run_step bench 300 0 bash -c bench
+  run_step info 30 400 bash -c info
+  run_step build 200 240 bash -c build
+  run_step tests 120 180 bash -c tests
+  run_step bench 150 130 bash -c bench
+  run_step memcheck 50 90 bash -c 'sanitize memcheck'
+  run_step tabular 50 65 bash -c tabular
+  run_step racecheck 40 40 bash -c 'sanitize racecheck'
+  run_step study 50 20 bash -c study
+  run_step synccheck 30 0 bash -c 'sanitize synccheck'
 
   card="$(cat "$OUT/card.txt" 2>/dev/null || echo unknown)"
   {
@@ -139,7 +154,9 @@ export -f info build tests sanitizer sanitize bench
       esac
       echo "| $name | $status | $secs | $note $extra |"
     done <"$OUT/steps.tsv"
-    [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
+    for f in bench.md tabular_cuda.md; do
+      [ -f "$OUT/$f" ] && { echo; cat "$OUT/$f"; }
+    done
   } >"$OUT/summary.md"
   echo
   cat "$OUT/summary.md"
