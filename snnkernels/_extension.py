@@ -25,9 +25,14 @@ def build_info() -> dict:
     return json.loads(torch.ops.snnkernels.build_info())
 
 
+# A constant, not a call: torch.compile traces check_device_supported, and cannot trace the op
+# that returns build_info's string.
+CUDA_BUILT: bool = build_info()["cuda"]
+
+
 def check_device_supported(t: torch.Tensor, name: str) -> None:
     """A CUDA tensor given to a CPU-only build gets an error that says so."""
-    if t.device.type == "cuda" and not build_info()["cuda"]:
+    if t.device.type == "cuda" and not CUDA_BUILT:
         raise RuntimeError(
             f"{name} is a CUDA tensor, but this snnkernels build is CPU-only "
             f"(built against torch {build_info()['torch']} without a CUDA toolkit). Rebuild with "

@@ -51,7 +51,7 @@ def lif(
     reset_id = _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
     mask = _sparse.resolve(sparse, x.shape[-1] if x.dim() >= 2 else 1)
-    check_kernel_input(x, "lif", mask)
+    check_kernel_input(x, "lif")
 
     steps, batch = x.shape[0], tuple(x.shape[1:])
     m = 1
@@ -80,20 +80,15 @@ def lif(
     return spk.view(x.shape), mem.view(x.shape)
 
 
-def check_kernel_input(x, fn: str, mask) -> None:
-    """Device, build and dtype checks shared by lif and linear_lif. A sparse mask runs on the CPU,
-    and on CUDA when the build has the CUDA kernels (build_info()['cuda'])."""
+def check_kernel_input(x, fn: str) -> None:
+    """Device, build and dtype checks shared by lif and linear_lif (a sparse mask runs wherever
+    the dense op does: check_device_supported refuses CUDA tensors in a CPU-only build)."""
     _extension.check_device_supported(x, "x")
     allowed = CUDA_DTYPES if x.device.type == "cuda" else CPU_DTYPES
     if x.dtype not in allowed:
         raise TypeError(
             f"x has dtype {x.dtype}; on {x.device.type} snnkernels.{fn} supports "
             f"{', '.join(str(d) for d in allowed)}"
-        )
-    if mask is not None and x.device.type == "cuda" and not _extension.build_info()["cuda"]:
-        raise NotImplementedError(
-            f"snnkernels.{fn}: sparse= (masked backward) on CUDA needs a build with CUDA "
-            "(this snnkernels build is CPU-only); use sparse=None on CUDA or move x to the CPU"
         )
 
 

@@ -40,7 +40,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     reset_id = _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
     mask = _sparse.resolve(sparse, n)
-    check_kernel_input(x, "linear_lif", mask)
+    check_kernel_input(x, "linear_lif")
     if mask is not None and steps * batch > _sparse.MAX_ROWS:
         raise ValueError(
             f"linear_lif with sparse=: x has T * B = {steps * batch} rows; the sparse synaptic "

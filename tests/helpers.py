@@ -332,7 +332,13 @@ def assert_spiking_regime(spk: torch.Tensor) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Half precision (CUDA float16 / bfloat16): compared with the float32 reference run on the
-# upcast inputs, with a looser tolerance (not validated on hardware from this CPU machine).
+# upcast inputs, with a looser tolerance. The kernel stores membranes (what the backward reads)
+# and takes upstream gradients in the half type; a gradient summed over neurons (a 0-dim
+# threshold, mem0, graded factor) can nearly cancel, so its error is measured against a tenth of
+# the scale of its terms (summand_scale), as in the float32 tolerance. Run on an H200 (first
+# gpu_check, 2026-11-26): without that floor, 9 of 1,400 half cases failed on cancelling 0-dim
+# sums (errors 0.1 to 5.3 relative to the sum), reproduced on the CPU by rounding the saved
+# membranes and upstream gradients of the float32 kernels to the half type; with it, none.
 # --------------------------------------------------------------------------------------------
 
 LOWP_MIN_MATCHING_NEURONS = 0.95   # share of neurons whose whole spike train must match
@@ -377,7 +383,11 @@ def assert_lowp_matches_float32(actual: Result, expected: Result, dtype, what: s
             assert not a_sel.isnan().any(), f"{what} grad {name}: NaN"
         if b_sel.numel() == 0:
             continue
-        err = (a_sel - b_sel).norm() / b_sel.norm().clamp_min(1e-30)
+        # a parameter's terms can cancel: relative to at least a tenth of their scale (as the
+        # float32 tolerance's floor, see summand_scale)
+        scale = summand_scale(name, b, expected) or 0.0
+        denom = max(b_sel.norm().item(), 0.1 * scale * b_sel.numel() ** 0.5, 1e-30)
+        err = (a_sel - b_sel).norm().item() / denom
         assert err <= LOWP_GRAD_NORM_RTOL[dtype], f"{what} grad {name}: norm-relative error {err:.3g}"
 
 

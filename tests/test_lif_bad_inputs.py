@@ -130,18 +130,17 @@ def test_bad_surrogate_parameter_type(factory, kwargs, text):
 def test_cuda_tensor_on_cpu_only_build(monkeypatch):
     """A CUDA tensor given to a CPU-only build: the error says the build is CPU-only and how to
     rebuild. (No CUDA tensor can be made here: a stand-in object with .device = cuda, and a
-    build_info that says CPU-only, as it does on this machine.)"""
+    build that says CPU-only, as it does on this machine.)"""
 
     class StandIn:
         device = torch.device("cuda", 0)
 
-    info = {**_extension.build_info(), "cuda": False}
-    monkeypatch.setattr(_extension, "build_info", lambda: info)
+    monkeypatch.setattr(_extension, "CUDA_BUILT", False)
     with pytest.raises(RuntimeError, match=r"x is a CUDA tensor, but this snnkernels build is "
                                            r"CPU-only .*SNNKERNELS_CUDA=1"):
         _extension.check_device_supported(StandIn(), "x")
     # the same stand-in passes when the build has CUDA; other devices are refused by name
-    monkeypatch.setattr(_extension, "build_info", lambda: {**info, "cuda": True})
+    monkeypatch.setattr(_extension, "CUDA_BUILT", True)
     _extension.check_device_supported(StandIn(), "x")
     StandIn.device = torch.device("xpu")
     with pytest.raises(RuntimeError, match="x is on xpu; snnkernels supports cpu and cuda"):

@@ -255,7 +255,9 @@ def test_lif_end_to_end_matches_cpu(spec):
     beta = torch.full((40,), 0.8, dtype=torch.float64, requires_grad=True)
     grads = {}
     for dev in ("cpu", device):
-        xd = x.to(dev).requires_grad_(True)
+        # detach(): on the CPU .to() returns the tensor itself, whose requires_grad_ would make
+        # the CUDA copy a non-leaf
+        xd = x.detach().to(dev).requires_grad_(True)
         bd = beta.detach().to(dev).requires_grad_(True)
         spk, mem = snnkernels.lif(xd, bd, sparse=spec)
         (spk.sum() + (mem * mem).sum()).backward()
@@ -273,7 +275,7 @@ def test_linear_lif_end_to_end_matches_cpu(spec):
     b = torch.randn(40, generator=g, dtype=torch.float64) * 0.1
     grads = {}
     for dev in ("cpu", device):
-        leaves = [t.to(dev).requires_grad_(True) for t in (x, w, b)]
+        leaves = [t.detach().to(dev).requires_grad_(True) for t in (x, w, b)]
         spk, mem = snnkernels.linear_lif(*leaves, 0.9, sparse=spec)
         (spk.sum() + (mem * mem).sum()).backward()
         grads[str(dev)] = [t.grad.cpu() for t in leaves]
