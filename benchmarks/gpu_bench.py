@@ -9,7 +9,8 @@ Times, with CUDA events, at T=25, B=256, N in {1024, 4096, 16384}:
     per-neuron beta/threshold;
   - the masked backward op of snnkernels.sparse (TopK 1%, temporal TopK 1%, ActiveWindow(0.2);
     compact output, as linear_lif uses it), and at the smallest N snnkernels.linear_lif with
-    F = N and with F = 64, dense against TopK 1% / 5% and ActiveWindow: forward + backward,
+    F = N and with F = 64, dense against TopK 0.5% / 1% / 5% / 25% and ActiveWindow: forward +
+    backward,
     and the layer backward alone;
   - the peers: snnkernels.reference.lif (a plain PyTorch time loop), snnTorch's Leaky stepped in
     a Python loop, SpikingJelly's multi-step LIFNode with its CuPy/Triton backends (the peers that
@@ -177,6 +178,12 @@ def peers(device: str):
     except ImportError as exc:
         missing.append(f"snntorch: {exc!r}")
     try:
+        import numpy as np
+
+        # SpikingJelly 0.0.0.0.14 (the last release with the CuPy backend) still uses np.int,
+        # removed in NumPy 1.24: restore the alias for it
+        if not hasattr(np, "int"):
+            np.int = int
         from spikingjelly.activation_based import neuron
         from spikingjelly.activation_based import surrogate as sj_sg
 
@@ -345,9 +352,9 @@ def bench_linear_lif(timed, x, g_spk, g_mem, features, gen):
     xl.requires_grad_(True)
     wl = (torch.randn(n, features, device=x.device, generator=gen) * 2 / features ** 0.5)
     wl.requires_grad_(True)
-    for name, spec in (("dense", None), ("TopK 1%", snnkernels.sparse.TopK(fraction=0.01)),
-                       ("TopK 5%", snnkernels.sparse.TopK(fraction=0.05)),
-                       ("ActiveWindow(0.2)", snnkernels.sparse.ActiveWindow())):
+    specs = [("dense", None)] + [(f"TopK {100 * q:g}%", snnkernels.sparse.TopK(fraction=q))
+                                 for q in (0.005, 0.01, 0.05, 0.25)]
+    for name, spec in specs + [("ActiveWindow(0.2)", snnkernels.sparse.ActiveWindow())]:
         timed(f"{label} {name}", "float32", "fwd+bwd", lambda spec=spec: backward_of(
             snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec), (g_spk, g_mem)))
         outs = snnkernels.linear_lif(xl, wl, None, BETA, sparse=spec)

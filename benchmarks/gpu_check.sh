@@ -9,6 +9,8 @@
 # (one log per step, bench.{json,md}, tabular_cuda.{json,md}, study/, summary.md) goes to $OUT
 # (default ./gpu_out). Optional test and peer packages (snntorch, spikingjelly, ART) must be
 # importable; the CUDA tests run on 6 pytest-xdist workers when it is installed.
+# GPU_CHECK_STEPS (default: all) names the steps to run, e.g. "info build tests bench" for a
+# rerun; GPU_BENCH_ARGS passes more arguments to gpu_bench.py (e.g. "--N 1024").
 # Exit status: 0 when every step passed, 1 otherwise.
 set -uo pipefail
 
@@ -27,6 +29,9 @@ export ROOT OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPAT
 run_step() {
   local name=$1 cap=$2 reserve=$3
   shift 3
+  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then
+    return
+  fi
   local left=$((DEADLINE - SECONDS - reserve)) limit start rc status
   limit=$((cap < left ? cap : left))
   if [ "$limit" -lt 10 ]; then
@@ -112,7 +117,9 @@ sanitize() {  # sanitize TOOL
 
 bench() {
   # gpu_bench.py starts no new case after --budget-s; the last one must end before the limit.
-  "$PY" benchmarks/gpu_bench.py --out "$OUT" --budget-s $((STEP_LIMIT > 40 ? STEP_LIMIT - 30 : 10))
+  # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of words
+  "$PY" benchmarks/gpu_bench.py --out "$OUT" --budget-s $((STEP_LIMIT > 40 ? STEP_LIMIT - 30 : 10)) \
+    ${GPU_BENCH_ARGS:-}
 }
 
 tabular() {

@@ -24,8 +24,9 @@
 //   [M] accumulation-type buffers, L2-resident for moderate M) instead of registers.
 // Selection (lif_topk_select_kernel): the k-th largest key tau of the row by an 8-bit radix select
 // (4 passes over the row for float keys, 8 for double; 256-bin shared histograms, whose integer
-// atomics give the same counts in any order), then one pass in index order with block scans takes
-// every key > tau and the first (k - #keys > tau) keys == tau: exactly the CPU TopKSelector's
+// atomics give the same counts in any order; a block scan over the bins picks each digit), then
+// one pass in index order with block scans takes every key > tau and the first
+// (k - #keys > tau) keys == tau: exactly the CPU TopKSelector's
 // choice (ties to the lower index, NaN ranks as +inf, -0.0 as 0.0). The half types select on the
 // float32 g_h before it is rounded to the output type. k >= row keeps the whole row.
 //
@@ -50,6 +51,7 @@ using namespace gpu;
 
 constexpr int kWalkThreads = 256;   // neuron-parallel kernels
 constexpr int kRowThreads = 256;    // one block per row (selection, counts, CSR fill)
+static_assert(kRowThreads == 256, "the TopK radix select gives each of the 256 bins a thread");
 constexpr int64_t kMaxRowBlocks = int64_t(1) << 20;  // row kernels loop over the rest
 
 unsigned walk_blocks(int64_t m) { return static_cast<unsigned>(ceil_div(m, kWalkThreads)); }
@@ -191,15 +193,20 @@ __global__ void __launch_bounds__(kRowThreads)
           }
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-          int64_t left = rank;
-          int digit = 255;
-          while (digit > 0 && left > static_cast<int64_t>(hist[digit])) {
-            left -= hist[digit];
-            --digit;
+        {
+          // The digit holding the rank-th largest key: thread t owns bin d = 255 - t, and a
+          // block scan gives the count of keys in bins >= d; the bin where that count first
+          // reaches `rank` is chosen (bin 0 when none does). One scan instead of a serial walk
+          // over up to 256 bins by one thread.
+          const int d = 255 - static_cast<int>(threadIdx.x);
+          const int64_t count = hist[d];
+          int64_t upto;
+          Scan(scan_storage).InclusiveSum(count, upto);
+          const int64_t above = upto - count;
+          if (above < rank && (rank <= upto || d == 0)) {
+            sel_digit = d;
+            sel_rank = rank - above;
           }
-          sel_digit = digit;
-          sel_rank = left;
         }
         __syncthreads();
         prefix |= static_cast<Key>(sel_digit) << shift;

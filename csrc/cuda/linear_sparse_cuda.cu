@@ -6,6 +6,11 @@
 //   grad_weight[n, :] = sum over the entries (r, v) of column n, ascending r, of v * x[r, :]
 //                       (one block per neuron n, threads over the features)
 //   grad_bias[n]      = sum over the same entries of v (one thread per neuron)
+// Both sums are sum_rows: a block stages its entries' (source row, value) in shared memory, a
+// chunk at a time, and each thread keeps kCols columns' sums in registers, so the inner loop
+// issues kCols independent loads per entry. (Reading the entry, then its row index, then the
+// source element one column at a time was a chain of dependent loads: on an H200, 0.6 ms of a
+// 0.8 ms layer backward at 1% density.)
 // The entries by neuron (CSC) come from a stable sort of the entry indices by neuron (at::sort,
 // stable=True: ties keep the entry order, which is ascending row order) and col_ptr from
 // at::searchsorted; extra memory O(nnz) int64.
@@ -15,6 +20,8 @@
 // Nothing is saved: the op runs inside linear_lif's backward.
 #include <torch/library.h>
 
+#include <vector>
+
 #include "lif_cuda_common.cuh"
 
 namespace snnkernels {
@@ -23,6 +30,8 @@ namespace {
 using namespace gpu;
 
 constexpr int kThreads = 128;
+constexpr int kCols = 8;      // output columns per thread per pass: f <= 1024 in one pass
+constexpr int kChunk = 256;   // entries staged in shared memory at a time
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // blocks loop over the rest
 
 unsigned blocks_for(int64_t items) {
@@ -39,21 +48,74 @@ struct Rows {
   }
 };
 
+// grad_x's entries: entry e of a row reads row indices[e] of W.
+template <typename T, typename A>
+struct RowEntries {
+  const T* values;
+  const int32_t* indices;
+  __device__ void operator()(int64_t e, int64_t* row, A* value) const {
+    *row = indices[e];
+    *value = static_cast<A>(values[e]);
+  }
+};
+
+// grad_weight's entries: position p of a column is entry perm[p], which reads row entry_row[e]
+// of x.
+template <typename T, typename A>
+struct ColumnEntries {
+  const int64_t* perm;
+  const int64_t* entry_row;
+  const T* values;
+  __device__ void operator()(int64_t p, int64_t* row, A* value) const {
+    const int64_t e = perm[p];
+    *row = entry_row[e];
+    *value = static_cast<A>(values[e]);
+  }
+};
+
+// out[c] = sum over p in [p0, p1) ascending of value(p) * src[row(p) * f + c], for c < f; the
+// whole block calls it with the same arguments (it synchronizes).
+template <typename T, typename A, typename Entry>
+__device__ void sum_rows(Entry entry, int64_t p0, int64_t p1, const T* __restrict__ src,
+                         T* __restrict__ out, int64_t f, int64_t* s_row, A* s_val) {
+  for (int64_t c0 = 0; c0 < f; c0 += int64_t(kThreads) * kCols) {
+    A acc[kCols];
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) acc[j] = A(0);
+    for (int64_t q0 = p0; q0 < p1; q0 += kChunk) {
+      const int len = static_cast<int>(std::min<int64_t>(kChunk, p1 - q0));
+      __syncthreads();  // the previous chunk is consumed
+      for (int i = threadIdx.x; i < len; i += kThreads) entry(q0 + i, &s_row[i], &s_val[i]);
+      __syncthreads();
+      for (int i = 0; i < len; ++i) {
+        const A v = s_val[i];
+        const T* s = src + s_row[i] * f;
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) {
+          const int64_t c = c0 + threadIdx.x + int64_t(j) * kThreads;
+          if (c < f) acc[j] += v * static_cast<A>(s[c]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) {
+      const int64_t c = c0 + threadIdx.x + int64_t(j) * kThreads;
+      if (c < f) out[c] = static_cast<T>(acc[j]);
+    }
+  }
+}
+
 // grad_x[r, f] = sum over e in row r ascending of values[e] * weight[indices[e], f].
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
     lif_sparse_grad_x_kernel(Rows rows, const T* __restrict__ values,
                              const int32_t* __restrict__ indices, const T* __restrict__ weight,
                              T* __restrict__ grad_x, int64_t num_rows, int64_t f) {
+  __shared__ int64_t s_row[kChunk];
+  __shared__ A s_val[kChunk];
+  const RowEntries<T, A> entry{values, indices};
   for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
-    const int64_t e0 = rows.begin(r), e1 = rows.end(r);
-    for (int64_t c = threadIdx.x; c < f; c += kThreads) {
-      A acc = A(0);
-      for (int64_t e = e0; e < e1; ++e) {
-        acc += static_cast<A>(values[e]) * static_cast<A>(weight[int64_t(indices[e]) * f + c]);
-      }
-      grad_x[r * f + c] = static_cast<T>(acc);
-    }
+    sum_rows<T, A>(entry, rows.begin(r), rows.end(r), weight, grad_x + r * f, f, s_row, s_val);
   }
 }
 
@@ -75,16 +137,11 @@ __global__ void __launch_bounds__(kThreads)
                                   const int64_t* __restrict__ entry_row,
                                   const T* __restrict__ values, const T* __restrict__ x,
                                   T* __restrict__ grad_weight, int64_t n, int64_t f) {
+  __shared__ int64_t s_row[kChunk];
+  __shared__ A s_val[kChunk];
+  const ColumnEntries<T, A> entry{perm, entry_row, values};
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
-    const int64_t p0 = col_ptr[j], p1 = col_ptr[j + 1];
-    for (int64_t c = threadIdx.x; c < f; c += kThreads) {
-      A acc = A(0);
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t e = perm[p];
-        acc += static_cast<A>(values[e]) * static_cast<A>(x[entry_row[e] * f + c]);
-      }
-      grad_weight[j * f + c] = static_cast<T>(acc);
-    }
+    sum_rows<T, A>(entry, col_ptr[j], col_ptr[j + 1], x, grad_weight + j * f, f, s_row, s_val);
   }
 }
 
@@ -127,25 +184,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cuda(
   const int64_t num_rows = x.size(0), f = x.size(1), n = weight.size(0);
   TORCH_CHECK(num_rows < (int64_t(1) << 31), "snnkernels: at most 2^31 - 1 rows (T * B)");
   Rows rows{nullptr, 0};
+  const int64_t nnz = values.numel();
+  // The value checks need a few numbers on the host: one copy for all of them (each copy waits
+  // for the GPU to finish what is queued).
+  std::vector<at::Tensor> probes;
   if (row_ptr.numel() != 0) {
     TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.dim() == 1 &&
                     row_ptr.numel() == num_rows + 1 && values.dim() == 1 &&
                     row_ptr.is_contiguous(),
                 "snnkernels: CSR needs int64 row_ptr [R + 1 = ", num_rows + 1,
                 "] and 1-D values");
-    TORCH_CHECK(row_ptr[0].item<int64_t>() == 0 &&
-                    row_ptr[num_rows].item<int64_t>() == values.numel(),
-                "snnkernels: row_ptr must start at 0 and end at nnz = ", values.numel());
+    probes = {row_ptr[0], row_ptr[num_rows]};
     rows.row_ptr = row_ptr.data_ptr<int64_t>();
   } else {
     TORCH_CHECK(values.dim() == 2 && values.size(0) == num_rows,
                 "snnkernels: ELL values must be [R = ", num_rows, ", k], got ", values.sizes());
     rows.k = values.size(1);
   }
-  const int64_t nnz = values.numel();
   if (nnz != 0) {
-    const auto lo = indices.min().item<int32_t>(), hi = indices.max().item<int32_t>();
-    TORCH_CHECK(lo >= 0 && hi < n, "snnkernels: indices must be in [0, N = ", n, ")");
+    const auto [lo, hi] = at::aminmax(indices);
+    probes.push_back(lo.to(at::kLong));
+    probes.push_back(hi.to(at::kLong));
+  }
+  if (!probes.empty()) {
+    const at::Tensor host = at::stack(probes).cpu();
+    const int64_t* v = host.data_ptr<int64_t>();
+    if (rows.row_ptr != nullptr) {
+      TORCH_CHECK(v[0] == 0 && v[1] == nnz,
+                  "snnkernels: row_ptr must start at 0 and end at nnz = ", nnz);
+      v += 2;
+    }
+    if (nnz != 0) {
+      TORCH_CHECK(v[0] >= 0 && v[1] < n, "snnkernels: indices must be in [0, N = ", n, ")");
+    }
   }
   const auto opts = x.options();
   at::Tensor grad_x = empty_output({need_x ? num_rows : 0, f}, opts);
