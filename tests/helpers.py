@@ -336,7 +336,7 @@ def assert_spiking_regime(spk: torch.Tensor) -> None:
 # and takes upstream gradients in the half type; a gradient summed over neurons (a 0-dim
 # threshold, mem0, graded factor) can nearly cancel, so its error is measured against a tenth of
 # the scale of its terms (summand_scale), as in the float32 tolerance. Run on an H200 (first
-# gpu_check, 2026-11-26): without that floor, 9 of the 1,588 half-type cases failed on cancelling 0-dim
+# gpu_check, 2026-11-26): without that floor, 10 of the 1,588 half-type cases failed on cancelling 0-dim
 # sums (errors 0.1 to 5.3 relative to the sum), reproduced on the CPU by rounding the saved
 # membranes and upstream gradients of the float32 kernels to the half type; with it, none.
 # --------------------------------------------------------------------------------------------
