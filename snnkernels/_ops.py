@@ -202,3 +202,39 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
 
 torch.library.register_autograd("snnkernels::linear_lif_forward", _linear_backward,
                                 setup_context=_setup_linear_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Eager calls. torch.library's autograd wrapper (torch 2.11 to 2.13) rebuilds the op's argument
+# list from its schema on every call (torch._library.utils.fill_defaults: about 40 us here, a
+# quarter of a small lif call's forward + backward, and most of a single-step nn.Leaky call).
+# Eager calls that record a graph go through a torch.autograd.Function with the same
+# setup_context and backward instead; under torch.compile, or with no graph to record, the op is
+# called itself, so compiled graphs keep the op and its fake kernel.
+# --------------------------------------------------------------------------------------------
+
+
+def _eager(op, setup_context, backward):
+    def forward(ctx, *args):  # grad mode is off in here: the op runs without its autograd
+        output = op(*args)
+        setup_context(ctx, args, output)
+        return output
+
+    # forward(ctx, ...) rather than a separate setup_context: Function.apply then skips binding
+    # the arguments with inspect.signature (another ~50 us per call)
+    function = type(f"{op._name}_autograd", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+    def call(*args):
+        if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+            return op(*args)
+        return function.apply(*args)
+
+    return call
+
+
+lif_forward = _eager(_lib.lif_forward.default, _setup_context, _backward)
+lif_forward_masked = _eager(_lib.lif_forward_masked.default, _setup_masked_context,
+                            _masked_backward)
+linear_lif_forward = _eager(_lib.linear_lif_forward.default, _setup_linear_context,
+                            _linear_backward)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _args, _extension, _ops  # noqa: F401  (_ops registers autograd)
+from . import _args, _extension, _ops
 from . import sparse as _sparse
 from . import surrogate as _surrogate
 
@@ -74,9 +74,9 @@ def lif(
         reset_delay,
     )
     if mask is None:
-        spk, mem, _ = torch.ops.snnkernels.lif_forward(*args)
+        spk, mem, _ = _ops.lif_forward(*args)
     else:
-        spk, mem, _ = torch.ops.snnkernels.lif_forward_masked(*args, *mask.args())
+        spk, mem, _ = _ops.lif_forward_masked(*args, *mask.args())
     return spk.view(x.shape), mem.view(x.shape)
 
 

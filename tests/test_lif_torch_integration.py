@@ -1,6 +1,7 @@
 """The op as a citizen of torch: torch.library.opcheck (schema, fake/meta implementation,
-autograd registration, AOT dispatch) and torch.compile(fullgraph=True) of a small model, which
-must not graph-break and must give the eager outputs and gradients."""
+autograd registration, AOT dispatch), the eager autograd path against the registered one, and
+torch.compile(fullgraph=True) of a small model, which must not graph-break and must give the
+eager outputs and gradients."""
 
 from __future__ import annotations
 
@@ -40,6 +41,55 @@ def test_opcheck_lif_forward_without_mem0():
     args = list(op_inputs(False, 4, True))
     args[1] = None
     torch.library.opcheck(torch.ops.snnkernels.lif_forward.default, tuple(args))
+
+
+def linear_op_inputs(mask_args):
+    g = generator(6)
+    x = (torch.randn(4, 3, 5, generator=g, dtype=torch.float64) + 0.3).requires_grad_(True)
+    w = (torch.randn(6, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
+    b = (torch.randn(6, generator=g, dtype=torch.float64) * 0.1).requires_grad_(True)
+    thr = torch.full((6,), 0.8, dtype=torch.float64, requires_grad=True)
+    one = torch.ones(1, dtype=torch.float64)
+    sg = S.atan()
+    return (x, w, b, torch.full((1,), 0.9, dtype=torch.float64), thr, one, sg.kind,
+            *sg.constants(), _args.RESET_IDS["subtract"], True, *mask_args)
+
+
+EAGER_CASES = {  # op, its eager path in snnkernels._ops, inputs
+    "lif_forward": ("lif_forward", lambda: op_inputs(False, 4, True)),
+    "lif_forward_masked TopK": ("lif_forward_masked",
+                                lambda: op_inputs(True, 4, True) + (1, 4, 2, 0.0, False)),
+    "lif_forward_masked ActiveWindow": ("lif_forward_masked",
+                                        lambda: op_inputs(False, 12, True) + (2, 4, 0, 0.3, False)),
+    "linear_lif_forward dense": ("linear_lif_forward",
+                                 lambda: linear_op_inputs((0, 0, 0.0, False))),
+    "linear_lif_forward TopK": ("linear_lif_forward",
+                                lambda: linear_op_inputs((1, 2, 0.0, True))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EAGER_CASES))
+def test_eager_path_equals_registered_autograd(case):
+    """snnkernels.lif / linear_lif record their graph through a torch.autograd.Function
+    (snnkernels._ops._eager: cheaper per call than torch.library's wrapper); the op's registered
+    autograd, which torch.compile and opcheck use, must give the same outputs and gradients, bit
+    for bit (both call the same setup_context and backward)."""
+    name, make = EAGER_CASES[case]
+    results = []
+    for call in (getattr(torch.ops.snnkernels, name).default, getattr(snnkernels._ops, name)):
+        args = make()
+        spk, mem, _ = call(*args)
+        g = generator(7)
+        loss = (spk * torch.randn(spk.shape, generator=g, dtype=spk.dtype)).sum() + (
+            mem * torch.randn(mem.shape, generator=g, dtype=mem.dtype)).sum()
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        results.append((spk, mem, torch.autograd.grad(loss, leaves)))
+    (s1, m1, g1), (s2, m2, g2) = results
+    assert torch.equal(s1, s2) and torch.equal(m1, m2)
+    assert s1.abs().sum() > 0 and len(g1) == len(g2) >= 4
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+    assert any(a.abs().sum() > 0 for a in g1)
 
 
 class TinySNN(torch.nn.Module):
