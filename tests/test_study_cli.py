@@ -154,6 +154,15 @@ def test_users_csv_with_missing_and_text_cells(tmp_path, tiny, capsys):
     assert "Traceback" not in err
     records = json.loads((out / "results.json").read_text())
     assert {r["dataset"] for r in records} == {"mytable"} and len(records) == 3
+    # the same table split by a group column: its own settings, so another --out
+    frame["site"] = np.arange(n) // 6
+    frame.to_csv(path, index=False)
+    assert study("--csv", str(path), "--target", "kind", "--group", "site",
+                 "--out", str(tmp_path / "by_site")) == 0
+    assert json.loads((tmp_path / "by_site" / "settings.json").read_text())["group"] == "site"
+    capsys.readouterr()
+    assert study("--csv", str(path), "--target", "kind", "--out", str(tmp_path / "by_site")) == 2
+    assert "(differ in: group)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -163,6 +172,7 @@ def test_users_csv_with_missing_and_text_cells(tmp_path, tiny, capsys):
     (["--threads", "0"], "--threads"),
     (["--device", "tpu"], "--device"),
     (["--target", "x"], "--target only goes with"),
+    (["--group", "x"], "--group only goes with"),
     (["--csv", "missing.csv"], "--target COL is required"),
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, tiny, capsys, args, message):

@@ -122,6 +122,24 @@ def test_full_dataset_loads(name):
     assert all((part == 1).sum() >= 1 for part in (split.y_train, split.y_val, split.y_test))
 
 
+@pytest.mark.parametrize("name", [if_installed("bio")])
+def test_bio_is_split_by_protein(name):
+    """bio's rows are candidates for 153 native proteins (the file's EXAMPLE_ID): a protein's rows
+    stay in one part, and both classes reach every part near the 60/20/20 fractions."""
+    table = D.load_dataset(name)
+    raw = pd.read_parquet(D.dataset_file(name), columns=["EXAMPLE_ID"])
+    assert np.array_equal(table.groups, pd.factorize(raw["EXAMPLE_ID"])[0].astype(np.int64))
+    assert len(np.unique(table.groups)) == 153
+    assert "EXAMPLE_ID" not in table.feature_names and "BLOCK_ID" not in table.feature_names
+    split = D.make_split(table, seed=0, max_rows=20000)
+    parts = [set(table.groups[r]) for r in (split.train_rows, split.val_rows, split.test_rows)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    for part, share in zip((split.y_train, split.y_val, split.y_test), (0.6, 0.2, 0.2)):
+        assert abs(len(part) / 20000 - share) < 0.03
+        assert abs((part == 1).sum() / (split.y_train.sum() + split.y_val.sum()
+                                         + split.y_test.sum()) - share) < 0.05
+
+
 @pytest.mark.parametrize("name", [if_installed("telescope")])
 def test_full_telescope_label_is_class_g(name):
     raw = pd.read_csv(D.dataset_file(name))
@@ -216,6 +234,76 @@ def test_max_rows_at_least_table_size_changes_nothing(digits):
 
 # ---------------------------------------------------------------------------------------------
 # User tables: formats and cleaning
+
+
+def grouped_table(n_groups=60, seed=0):
+    """A table of groups of 5 to 30 rows; a group's rows share a label-probability."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 31, size=n_groups)
+    groups = np.repeat(np.arange(n_groups, dtype=np.int64), sizes)
+    p_one = np.repeat(rng.uniform(0.0, 0.6, size=n_groups), sizes)
+    y = (rng.uniform(size=len(groups)) < p_one).astype(np.int64)
+    X = rng.normal(size=(len(groups), 3)).astype(np.float32)
+    return Table("grouped", X, y, ["a", "b", "c"], ["0", "1"], "accuracy", groups)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouped_split_keeps_groups_whole_near_the_fractions(seed):
+    table = grouped_table(seed=seed)
+    split = D.make_split(table, seed)
+    rows = (split.train_rows, split.val_rows, split.test_rows)
+    assert np.array_equal(np.sort(np.concatenate(rows)), np.arange(len(table.y)))
+    owner = {}
+    for p, part in enumerate(rows):
+        for g in np.unique(table.groups[part]):
+            assert owner.setdefault(g, p) == p, f"group {g} in parts {owner[g]} and {p}"
+    for c in (0, 1):
+        total = (table.y == c).sum()
+        for part, share in zip(rows, (0.6, 0.2, 0.2)):
+            assert abs((table.y[part] == c).sum() / total - share) < 0.08
+    again = D.make_split(table, seed)
+    assert all(np.array_equal(a, b) for a, b in zip(rows, (again.train_rows, again.val_rows,
+                                                          again.test_rows)))
+    other = D.make_split(table, seed + 10)
+    assert not np.array_equal(split.test_rows, other.test_rows)
+
+
+def test_grouped_split_refuses_a_class_in_too_few_groups():
+    table = grouped_table()
+    y = np.zeros_like(table.y)
+    y[table.groups < 2] = 1  # class "1" only in groups 0 and 1: cannot reach three parts
+    bad = Table("grouped", table.X, y, table.feature_names, table.class_names, "accuracy",
+                table.groups)
+    with pytest.raises(DataError, match=r"class '1' of 'grouped' lies in 2 group\(s\); a split "
+                                        r"by groups needs it in every part"):
+        D.make_split(bad, 0)
+
+
+def test_table_rejects_malformed_groups():
+    table = grouped_table()
+    with pytest.raises(DataError, match="groups must be None or an int64 array"):
+        Table("g", table.X, table.y, table.feature_names, table.class_names, "accuracy",
+              table.groups[:-1])
+
+
+def test_csv_group_column_is_not_a_feature_and_missing_ids_are_singletons(tmp_path):
+    frame = pd.DataFrame({"f": np.arange(8.0), "patient": ["a", "a", None, "b", "b", None, "c",
+                                                           "c"],
+                          "label": [0, 1, 0, 1, 0, 1, 0, 1]})
+    table = D.load_table(write_csv(tmp_path, frame), "label", group="patient")
+    assert table.feature_names == ["f"]
+    assert table.groups.tolist() == [0, 0, 3, 1, 1, 4, 2, 2]
+
+
+@pytest.mark.parametrize("group, message", [
+    ("label", "group must be a column name other than the target"),
+    ("", "group must be a column name"),
+    ("nosuch", "group column 'nosuch' not found"),
+])
+def test_csv_bad_group_column(tmp_path, group, message):
+    frame = pd.DataFrame({"f": [1.0, 2.0], "label": [0, 1]})
+    with pytest.raises(DataError, match=message):
+        D.load_table(write_csv(tmp_path, frame), "label", group=group)
 
 
 def test_csv_table_with_string_target(tmp_path):

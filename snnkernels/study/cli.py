@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="PATH", help="your own table (CSV) instead of --datasets")
     parser.add_argument("--parquet", metavar="PATH", help="your own table (parquet)")
     parser.add_argument("--target", metavar="COL", help="the label column of --csv / --parquet")
+    parser.add_argument("--group", metavar="COL",
+                        help="optional column of --csv / --parquet whose equal values mark "
+                             "related rows (one patient, one protein): each group stays in one "
+                             "of train/val/test, and the column is not a feature")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", help="run folder (default: runs/<preset>); rerunning with the "
@@ -81,11 +85,13 @@ def resolve_config(args):
         if not args.target:
             raise UsageError(f"--target COL is required with {'--csv' if args.csv else '--parquet'}")
         name = Path(user_path).name.split(".")[0]
-        loaders = {name: lambda: load_table(user_path, args.target, name=name)}
+        loaders = {name: lambda: load_table(user_path, args.target, name=name, group=args.group)}
         changes["datasets"] = (name,)
+        changes["group"] = args.group
     else:
-        if args.target:
-            raise UsageError("--target only goes with --csv or --parquet")
+        if args.target or args.group:
+            raise UsageError(f"{'--target' if args.target else '--group'} only goes with --csv "
+                             "or --parquet")
         datasets = _names(args.datasets, "datasets") if args.datasets else config.datasets
         unknown = [d for d in datasets if d not in available_datasets()]
         if unknown:

@@ -31,11 +31,15 @@ class StudyConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     max_rows: Optional[int] = None   # stratified subsample of each table (None: all rows)
     device: str = "cpu"
+    group: Optional[str] = None      # --group COL of a user table (split by groups)
 
     def cell_settings(self) -> dict:
-        """What a finished cell's numbers depend on."""
+        """What a finished cell's numbers depend on. (group only when given, so the settings of
+        runs from before the option still match.)"""
         d = self.to_dict()
-        return {k: d[k] for k in ("model", "train", "attack", "max_rows", "device")}
+        keys = ("model", "train", "attack", "max_rows", "device") + (
+            ("group",) if self.group is not None else ())
+        return {k: d[k] for k in keys}
 
     def to_dict(self) -> dict:
         return _jsonable(dataclasses.asdict(self))

@@ -74,7 +74,8 @@ class Table:
     X is float32 [n, F]: one-hot encoded, missing cells imputed, NOT standardized (standardizing
     needs a train part, see `make_split`). y is int64 [n] with labels 0..C-1, where label i is
     class_names[i]. metric is how to score predictions: "accuracy", or "balanced_accuracy" for
-    imbalanced sets.
+    imbalanced sets. groups: None, or an int64 group id per row: rows of one group are related
+    (bio: one protein's candidates) and `make_split` keeps each group in one part.
     """
 
     name: str
@@ -83,6 +84,7 @@ class Table:
     feature_names: list[str]
     class_names: list[str]
     metric: str
+    groups: np.ndarray | None = None
 
     def __post_init__(self):
         # Catch a malformed Table where it is built, not deep inside training.
@@ -98,6 +100,11 @@ class Table:
             raise DataError(f"Table {self.name!r}: labels must lie in 0..{len(self.class_names) - 1}")
         if self.metric not in METRICS:
             raise DataError(f"Table {self.name!r}: metric must be one of {METRICS}, got {self.metric!r}")
+        if self.groups is not None and not (isinstance(self.groups, np.ndarray)
+                                            and self.groups.shape == self.y.shape
+                                            and self.groups.dtype == np.int64):
+            raise DataError(f"Table {self.name!r}: groups must be None or an int64 array with one "
+                            f"group id per row")
 
     @property
     def num_features(self) -> int:
@@ -223,10 +230,12 @@ def _load_adult(path: Path) -> Table:
 def _load_bio(path: Path) -> Table:
     frame = _read_file(path)
     _require_columns(frame, ["target", "EXAMPLE_ID", "BLOCK_ID"], path)
-    # EXAMPLE_ID / BLOCK_ID identify the protein and the row, they are not measurements.
-    # Note: rows of one BLOCK_ID are related; the study's stratified split ignores blocks.
-    frame = frame.drop(columns=["EXAMPLE_ID", "BLOCK_ID"])
-    table = _table_from_frame(frame, "target", "bio", quiet=True)
+    # EXAMPLE_ID / BLOCK_ID are identifiers, not measurements. In this file the KDD Cup 2004 names
+    # are swapped: EXAMPLE_ID takes 153 values, the native proteins (612 to 1,244 rows each, 1 to
+    # 50 homologous), and BLOCK_ID is unique per row. One protein's rows are a group, kept in one
+    # split part.
+    frame = frame.drop(columns=["BLOCK_ID"])
+    table = _table_from_frame(frame, "target", "bio", quiet=True, group="EXAMPLE_ID")
     table.class_names = ["non-homologous", "homologous"]  # target 0 / 1
     return table
 
@@ -238,15 +247,20 @@ _FULL_LOADERS = {"telescope": _load_telescope, "adult": _load_adult, "bio": _loa
 # User tables
 
 
-def load_table(path: str | os.PathLike, target: str, name: str | None = None) -> Table:
+def load_table(path: str | os.PathLike, target: str, name: str | None = None,
+               group: str | None = None) -> Table:
     """Load a user's CSV (.csv, .csv.gz) or parquet (.parquet, .pq) file as a Table.
 
-    `target` is the label column; every other column is a feature. `name` defaults to the file
-    name without its suffix. Cleaning follows the module's rules (warns on each change).
+    `target` is the label column; `group` (optional) a column whose equal values mark related
+    rows, kept in one split part and not used as a feature; every other column is a feature.
+    `name` defaults to the file name without its suffix. Cleaning follows the module's rules
+    (warns on each change).
     """
     path = Path(path)
     if not isinstance(target, str) or not target:
         raise DataError(f"target must be a column name, got {target!r}")
+    if group is not None and (not isinstance(group, str) or not group or group == target):
+        raise DataError(f"group must be a column name other than the target, got {group!r}")
     if not path.exists():
         raise DataError(f"table file not found: {str(path)!r}")
     if not path.is_file():
@@ -255,7 +269,9 @@ def load_table(path: str | os.PathLike, target: str, name: str | None = None) ->
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise DataError(f"table file {str(path)!r} has no data rows")
     _require_columns(frame, [target], path, role="target column")
-    return _table_from_frame(frame, target, name or _stem(path))
+    if group is not None:
+        _require_columns(frame, [group], path, role="group column")
+    return _table_from_frame(frame, target, name or _stem(path), group=group)
 
 
 def _suffix(path: Path) -> str | None:
@@ -308,9 +324,11 @@ def _require_columns(frame, columns, path: Path, role: str = "column") -> None:
 # DataFrame -> Table
 
 
-def _table_from_frame(frame, target: str, name: str, *, quiet: bool = False) -> Table:
+def _table_from_frame(frame, target: str, name: str, *, quiet: bool = False,
+                      group: str | None = None) -> Table:
     """Clean a DataFrame into a Table. quiet=True: the known datasets, whose encoding is
-    documented here, load without warnings."""
+    documented here, load without warnings. group: the column of group ids (see Table), not a
+    feature; a row with a missing group id is a group of its own."""
     frame = frame.rename(columns=str)
     missing_target = frame[target].isna().to_numpy()
     if missing_target.any():
@@ -320,11 +338,19 @@ def _table_from_frame(frame, target: str, name: str, *, quiet: bool = False) -> 
     if len(frame) == 0:
         raise DataError(f"target {target!r} has no labelled rows")
     y, class_names = _encode_target(frame[target], target)
-    features = frame.drop(columns=[target])
+    groups = None
+    if group is not None:
+        import pandas as pd
+
+        codes = pd.factorize(frame[group])[0].astype(np.int64)  # -1: missing
+        alone = codes < 0
+        codes[alone] = codes.max(initial=-1) + 1 + np.arange(int(alone.sum()))
+        groups = codes
+    features = frame.drop(columns=[target] + ([group] if group is not None else []))
     if features.shape[1] == 0:
         raise DataError(f"no feature columns besides target {target!r}")
     X, feature_names = _encode_features(features, quiet=quiet)
-    return Table(name, X, y, feature_names, class_names, _choose_metric(y))
+    return Table(name, X, y, feature_names, class_names, _choose_metric(y), groups)
 
 
 def _encode_target(column, target: str) -> tuple[np.ndarray, list[str]]:
@@ -438,10 +464,12 @@ def make_split(table: Table, seed: int, *, val_fraction: float = 0.2, test_fract
 
     Depends only on (table, seed, fractions, max_rows): the random numbers come from a generator
     seeded here, never from global state. Every class gets round(n_c * fraction) rows (at least
-    1) in val and in test, the rest in train. max_rows: first keep a stratified, seeded subsample
-    of that many rows (proportional per class); a table with at most max_rows rows is used whole,
-    so its split equals the one without max_rows. Raises DataError when a class is too small to
-    appear in all three parts.
+    1) in val and in test, the rest in train. A table with groups is split by whole groups
+    instead, each class's rows shared out as close to those fractions as whole groups allow (see
+    _grouped_three_way). max_rows: first keep a stratified, seeded subsample of that many rows
+    (proportional per class); a table with at most max_rows rows is used whole, so its split
+    equals the one without max_rows. Raises DataError when a class is too small (or, with
+    groups, in too few groups) to appear in all three parts.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
@@ -460,8 +488,9 @@ def make_split(table: Table, seed: int, *, val_fraction: float = 0.2, test_fract
     rows = np.arange(len(table.y))
     if max_rows is not None and max_rows < len(rows):
         rows = _stratified_subsample(table.y, max_rows, np.random.default_rng(subsample_seed))
-    train, val, test = _stratified_three_way(table, rows, val_fraction, test_fraction,
-                                             np.random.default_rng(split_seed), max_rows)
+    three_way = _stratified_three_way if table.groups is None else _grouped_three_way
+    train, val, test = three_way(table, rows, val_fraction, test_fraction,
+                                 np.random.default_rng(split_seed), max_rows)
 
     X_train = table.X[train].astype(np.float64)
     mean = X_train.mean(axis=0)
@@ -510,6 +539,40 @@ def _stratified_three_way(table: Table, rows: np.ndarray, val_fraction: float, t
         parts[2].append(shuffled[n_val:n_val + n_test])
         parts[0].append(shuffled[n_val + n_test:])
     return tuple(np.sort(np.concatenate(p)) for p in parts)
+
+
+def _grouped_three_way(table: Table, rows: np.ndarray, val_fraction: float, test_fraction: float,
+                       rng: np.random.Generator, max_rows: int | None):
+    """Whole groups to train/val/test: groups in a seeded random order, largest first (stable
+    among equal sizes), each to the part that most lacks rows of the classes it holds, where a
+    part's lack in class c is (its target count - what it has) / the class's total (so a rare
+    class counts as much as a common one). Targets: the fractions of each class's rows."""
+    y, groups = table.y[rows], table.groups[rows]
+    ids, inverse = np.unique(groups, return_inverse=True)
+    labels = np.unique(table.y)  # every class of the table, even one the subsample lost
+    counts = np.zeros((len(ids), len(labels)), dtype=np.int64)  # rows per group and class
+    np.add.at(counts, (inverse, np.searchsorted(labels, y)), 1)
+    total = np.maximum(counts.sum(axis=0), 1)
+    target = np.outer([1.0 - val_fraction - test_fraction, val_fraction, test_fraction], total)
+    have = np.zeros_like(target)
+    order = rng.permutation(len(ids))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    part_of_group = np.empty(len(ids), dtype=np.int64)
+    for g in order:
+        held = counts[g] > 0
+        lack = ((target - have)[:, held] / total[held]).sum(axis=1)
+        part = int(np.argmax(lack))  # ties: train, then val, then test
+        part_of_group[g] = part
+        have[part] += counts[g]
+    where = f" after max_rows={max_rows} subsampling" if max_rows is not None and len(rows) < len(table.y) else ""
+    for c, label in enumerate(labels):
+        if (have[:, c] == 0).any():
+            in_groups = int((counts[:, c] > 0).sum())
+            raise DataError(f"class {table.class_names[label]!r} of {table.name!r} lies in "
+                            f"{in_groups} group(s){where}; a split by groups needs it in every "
+                            f"part (train, val, test)")
+    parts = part_of_group[inverse]
+    return tuple(np.sort(rows[parts == p]) for p in range(3))
 
 
 def _part_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:

@@ -69,7 +69,8 @@ class RunFolder:
         if settings_path.exists():
             stored = json.loads(settings_path.read_text())
             if stored != settings:
-                differ = sorted(k for k in settings if stored.get(k) != settings[k])
+                differ = sorted(k for k in set(settings) | set(stored)
+                                if stored.get(k) != settings.get(k))
                 raise RunFolderError(
                     f"--out {out} holds a run with other settings (differ in: "
                     f"{', '.join(differ)}); use another --out, or delete that folder")
