@@ -217,6 +217,27 @@ def test_clean_misclassified_examples_count_as_broken():
     assert [r["accuracy"] for r in robust] == pytest.approx([4 / 6, 2 / 6, 4 / 6, 0.0])
 
 
+def test_balanced_accuracy_weighs_each_class_equally():
+    """On an imbalanced set scored with balanced accuracy, every accuracy is the mean of the
+    per-class shares: 8 of 8 class-0 examples and 1 of 2 class-1 examples correct give 0.75
+    (plain accuracy would say 0.9), and the robust rows fall from there."""
+    X = np.array([[-3.0]] * 8 + [[3.0], [-0.5]], np.float32)
+    y = np.array([0] * 8 + [1, 1])
+    model = nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model.bias.zero_()
+    config = dataclasses.replace(CONFIG, attacks=("fgsm",), eps_linf=(1e-3, 4.0),
+                                 eps_l2=(1e-3, 4.0))
+    rows, robust, clean = evaluate_robustness(model, X, y, config, metric="balanced_accuracy")
+    assert clean == pytest.approx(0.75)
+    assert [r["accuracy"] for r in robust] == pytest.approx([0.75, 0.0, 0.75, 0.0])
+    _, _, plain = evaluate_robustness(model, X, y, config)
+    assert plain == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="metric must be 'accuracy' or 'balanced_accuracy'"):
+        evaluate_robustness(model, X, y, config, metric="f1")
+
+
 def test_a_model_wrong_on_every_example_scores_zero_everywhere(snn, data):
     X, y = data[2], 1 - data[3]  # the labels flipped: the trained model is (almost) always wrong
     keep = predict(snn, X) != y
@@ -271,6 +292,14 @@ def test_select_examples_is_stratified_and_deterministic():
     assert len(picked) == 10 and (y[picked] == 0).sum() == 7
     assert np.array_equal(picked, select_examples(y, 10))
     assert np.array_equal(select_examples(y, None), np.arange(100))
+
+
+def test_select_examples_balanced_gives_rare_classes_equal_places():
+    y = np.array([0] * 90 + [1] * 4 + [2] * 6)
+    picked = select_examples(y, 15, balanced=True)
+    assert np.bincount(y[picked]).tolist() == [6, 4, 5]  # class 1 has only 4 rows
+    assert np.array_equal(picked, select_examples(y, 15, balanced=True))
+    assert np.bincount(y[select_examples(y, 15)]).tolist() == [13, 1, 1]  # proportional
 
 
 def test_view_guards_nan_and_resets_state():

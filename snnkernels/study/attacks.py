@@ -96,23 +96,33 @@ def surrogate_label(s) -> str:
     return f"{s.name}({', '.join(f'{k}={v}' for k, v in s.params)})"
 
 
-def select_examples(y: np.ndarray, max_examples: int | None) -> np.ndarray:
-    """Indices of at most max_examples rows, deterministic and stratified: each class keeps its
-    first rows in proportion to its share (largest remainders get the leftover places)."""
+def select_examples(y: np.ndarray, max_examples: int | None, balanced: bool = False) -> np.ndarray:
+    """Indices of at most max_examples rows, deterministic: each class keeps its first rows, in
+    proportion to its share (largest remainders get the leftover places), or with balanced=True
+    (for balanced_accuracy, whose rare classes weigh as much as common ones) as evenly as the
+    classes' sizes allow: places go one at a time to the class with the fewest so far that has
+    rows left (ties: lower label)."""
     n = len(y)
     if max_examples is None or max_examples >= n:
         return np.arange(n)
     classes, counts = np.unique(y, return_counts=True)
-    quota = counts * max_examples / n
-    take = np.floor(quota).astype(int)
-    for i in np.argsort(-(quota - take), kind="stable")[: max_examples - take.sum()]:
-        take[i] += 1
+    if balanced:
+        take = np.zeros(len(classes), dtype=int)
+        for _ in range(max_examples):
+            open_ = np.flatnonzero(take < counts)
+            take[open_[np.argmin(take[open_])]] += 1
+    else:
+        quota = counts * max_examples / n
+        take = np.floor(quota).astype(int)
+        for i in np.argsort(-(quota - take), kind="stable")[: max_examples - take.sum()]:
+            take[i] += 1
     return np.sort(np.concatenate([np.flatnonzero(y == c)[:k] for c, k in zip(classes, take)]))
 
 
 def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackConfig(), *,
                         transfer_sources: dict[str, nn.Module] | None = None, seed: int = 0,
-                        progress=None) -> tuple[list[dict], list[dict], float]:
+                        progress=None, metric: str = "accuracy"
+                        ) -> tuple[list[dict], list[dict], float]:
     """Attacks `model` (a TabularSNN, sparse or not, or any module returning logits) on X [n, F]
     (standardized), y [n]. Returns (attack_rows, robust_rows, clean_accuracy):
     attack_rows: {"norm", "eps", "attack", "surrogate", "accuracy"}, one per norm, eps, attack
@@ -121,13 +131,20 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
     robust_rows: {"norm", "eps", "accuracy"}: examples that survive every attack at that eps
       and at every smaller eps of the grid (its ball holds theirs);
     clean_accuracy: on the examples attacked (the first config.max_examples, stratified).
+    metric: "accuracy", or "balanced_accuracy" (the table's, see data.Table): then every
+      "accuracy" above is the mean over classes of the share of that class's attacked examples
+      still correct, and the examples attacked are chosen class-balanced (select_examples), so a
+      robust number is on the same scale as the clean metric of an imbalanced table.
     transfer_sources: name -> model; PGD crafted densely on it (its own surrogate), scored on
     `model`. Rate-encoded models are attacked and scored through the mean logits of
     config.eot_samples encoder draws (attack_models.predict). progress: optional callable(str).
     """
+    if metric not in ("accuracy", "balanced_accuracy"):
+        raise ValueError(f"evaluate_robustness: metric must be 'accuracy' or 'balanced_accuracy', "
+                         f"got {metric!r}")
     X = np.ascontiguousarray(torch.as_tensor(X).detach().cpu().numpy(), dtype=np.float32)
     y = np.asarray(torch.as_tensor(y).cpu().numpy(), dtype=np.int64)
-    keep = select_examples(y, config.max_examples)
+    keep = select_examples(y, config.max_examples, balanced=metric == "balanced_accuracy")
     X, y = X[keep], y[keep]
     n = len(y)
     eot = config.eot_samples
@@ -135,8 +152,19 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
 
 
     correct = predict(model, X, eot_samples=eot, seed=score_seed) == y
-    clean_accuracy = float(correct.mean()) if n else 0.0
     X_ok, y_ok = X[correct], y[correct]
+    classes, class_sizes = np.unique(y, return_counts=True)
+
+    def score(ok: np.ndarray) -> float:
+        """The metric over all n examples attacked, from `ok` over the clean-correct ones (the
+        others count as wrong)."""
+        if not n:
+            return 0.0
+        if metric == "accuracy":
+            return float(ok.sum() / n)
+        return float(np.mean([ok[y_ok == c].sum() / size for c, size in zip(classes, class_sizes)]))
+
+    clean_accuracy = score(np.ones(len(y_ok), bool))
     grids = {"linf": config.eps_linf, "l2": config.eps_l2}
     alive = {(norm, e): np.ones(len(y_ok), bool) for norm, grid in grids.items() for e in grid}
     attack_rows = []
@@ -153,7 +181,7 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
             ok = ok_all[i * len(y_ok):(i + 1) * len(y_ok)]
             alive[(norm, eps)] &= ok
             attack_rows.append({"norm": norm, "eps": float(eps), "attack": attack, "surrogate":
-                                surrogate, "accuracy": float(ok.sum() / n) if n else 0.0})
+                                surrogate, "accuracy": score(ok)})
 
     if isinstance(model, TabularSNN):
         attackers = [("own", None)] + [(surrogate_label(s), s) for s in config.surrogates]
@@ -178,8 +206,7 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
         for e in sorted(grid):
             broken |= ~alive[(norm, e)]
             alive[(norm, e)] = ~broken
-    robust_rows = [{"norm": norm, "eps": float(e),
-                    "accuracy": float(alive[(norm, e)].sum() / n) if n else 0.0}
+    robust_rows = [{"norm": norm, "eps": float(e), "accuracy": score(alive[(norm, e)])}
                    for norm, grid in grids.items() for e in grid]
     return attack_rows, robust_rows, clean_accuracy
 

@@ -134,7 +134,7 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
     }
     attack_rows, robust_rows, _ = evaluate_robustness(
         model, X_te, y_te, config.attack, transfer_sources=sources, seed=cell.seed,
-        progress=lambda s: progress(f"attack {s}"))
+        progress=lambda s: progress(f"attack {s}"), metric=table.metric)
     record = {
         "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
         "density": active if arm.family == "active_window" else arm.density,
