@@ -10,6 +10,7 @@
 #endif
 
 #include <limits>
+#include <vector>
 
 #include "debug_poison.h"
 #include "lif_math.h"
@@ -158,5 +159,62 @@ struct NeuronGrads {
     graded = reduce(graded, graded_in.numel());
   }
 };
+
+// linear_sparse_backward's arguments (schema in ops.cpp), on either device, after the device has
+// checked x itself (2-D, contiguous, a dtype it takes): weight [N, F], values / indices / row_ptr
+// in x's dtype / int32 / int64 on x's device, ELL (values [R, k], row_ptr empty) or CSR (1-D
+// values, row_ptr [R + 1] from 0 to nnz), and every index in [0, N). The few numbers the value
+// checks read come to the host in one copy (on CUDA each copy waits for the queued work).
+// Returns k for ELL (which may be 0), 0 for CSR; CSR is a non-empty row_ptr.
+inline int64_t check_sparse_backward_args(const at::Tensor& values, const at::Tensor& indices,
+                                          const at::Tensor& row_ptr, const at::Tensor& x,
+                                          const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1),
+              "snnkernels: weight must be contiguous [N, F = ", x.size(1), "], got ",
+              weight.sizes());
+  TORCH_CHECK(values.scalar_type() == x.scalar_type() && weight.scalar_type() == x.scalar_type(),
+              "snnkernels: values, x and weight must have the same dtype");
+  TORCH_CHECK(indices.scalar_type() == at::kInt && indices.sizes() == values.sizes() &&
+                  values.is_contiguous() && indices.is_contiguous(),
+              "snnkernels: indices must be contiguous int32 with the shape of values");
+  const bool csr = row_ptr.numel() != 0;
+  for (const at::Tensor* t : {&values, &indices, &row_ptr, &weight}) {
+    if (t == &row_ptr && !csr) continue;  // ELL: row_ptr is unused
+    TORCH_CHECK(t->device() == x.device(), "snnkernels: values, indices, row_ptr and weight must "
+                "be on x's device ", x.device(), ", got ", t->device());
+  }
+  const int64_t num_rows = x.size(0), n = weight.size(0), nnz = values.numel();
+  TORCH_CHECK(num_rows < (int64_t(1) << 31), "snnkernels: at most 2^31 - 1 rows (T * B)");
+  std::vector<at::Tensor> probes;
+  if (csr) {
+    TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.dim() == 1 &&
+                    row_ptr.numel() == num_rows + 1 && values.dim() == 1 &&
+                    row_ptr.is_contiguous(),
+                "snnkernels: CSR needs int64 row_ptr [R + 1 = ", num_rows + 1,
+                "] and 1-D values");
+    probes = {row_ptr[0], row_ptr[num_rows]};
+  } else {
+    TORCH_CHECK(values.dim() == 2 && values.size(0) == num_rows,
+                "snnkernels: ELL values must be [R = ", num_rows, ", k], got ", values.sizes());
+  }
+  if (nnz != 0) {
+    const auto [lo, hi] = at::aminmax(indices);
+    probes.push_back(lo.to(at::kLong));
+    probes.push_back(hi.to(at::kLong));
+  }
+  if (!probes.empty()) {
+    const at::Tensor host = at::stack(probes).cpu();
+    const int64_t* v = host.data_ptr<int64_t>();
+    if (csr) {
+      TORCH_CHECK(v[0] == 0 && v[1] == nnz,
+                  "snnkernels: row_ptr must start at 0 and end at nnz = ", nnz);
+      v += 2;
+    }
+    if (nnz != 0) {
+      TORCH_CHECK(v[0] >= 0 && v[1] < n, "snnkernels: indices must be in [0, N = ", n, ")");
+    }
+  }
+  return csr ? 0 : values.size(1);
+}
 
 }  // namespace snnkernels

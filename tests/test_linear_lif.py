@@ -123,6 +123,48 @@ def test_opcheck_linear_ops():
                            w.detach(), False, True, False))
 
 
+def sparse_backward_args(rows=4, f=3, n=5):
+    g = generator(8)
+    values = torch.randn(rows, 2, generator=g, dtype=torch.float64)
+    indices = torch.tensor([[0, 3], [1, 4], [2, 3], [0, 1]], dtype=torch.int32)
+    return [values, indices, torch.empty(0, dtype=torch.int64),
+            torch.randn(rows, f, generator=g, dtype=torch.float64),
+            torch.randn(n, f, generator=g, dtype=torch.float64), True, True, True]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.__setitem__(1, a[1] + 4), r"indices must be in \[0, N = 5\)"),
+    (lambda a: a.__setitem__(1, a[1] - 1), r"indices must be in \[0, N = 5\)"),
+    (lambda a: (a.__setitem__(0, a[0][:3]), a.__setitem__(1, a[1][:3])), "ELL values must be"),
+    (lambda a: a.__setitem__(4, a[4].float()), "values, x and weight must have the same dtype"),
+    (lambda a: (a.__setitem__(0, a[0].reshape(-1)), a.__setitem__(1, a[1].reshape(-1)),
+                a.__setitem__(2, torch.tensor([0, 2, 4, 6, 7]))),
+     "row_ptr must start at 0 and end"),
+    (lambda a: (a.__setitem__(0, a[0].reshape(-1)), a.__setitem__(1, a[1].reshape(-1)),
+                a.__setitem__(2, torch.tensor([0, 0, 2, 4, 4, 6, 8, 8, 8])[::2])),
+     "CSR needs int64 row_ptr"),
+], ids=["index-too-large", "index-negative", "ell-rows", "dtype", "csr-end", "csr-strided"])
+def test_sparse_synaptic_backward_checks_its_arguments(change, message):
+    """The op's own checks (csrc/lif_checks.h, shared by the CPU and CUDA versions), for direct
+    torch.ops callers: a clear error, never a read outside the inputs."""
+    args = sparse_backward_args()
+    change(args)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.snnkernels.linear_sparse_backward(*args)
+
+
+def test_sparse_synaptic_backward_with_no_entries():
+    """ELL rows of k = 0 (no row_ptr) and a CSR with every row empty: all gradients zero."""
+    args = sparse_backward_args()
+    args[0], args[1] = args[0][:, :0], args[1][:, :0]
+    for grads in (torch.ops.snnkernels.linear_sparse_backward(*args),
+                  torch.ops.snnkernels.linear_sparse_backward(
+                      args[0].reshape(-1), args[1].reshape(-1),
+                      torch.zeros(5, dtype=torch.int64), *args[3:])):
+        assert [tuple(t.shape) for t in grads] == [(4, 3), (5, 3), (5,)]
+        assert all(torch.equal(t, torch.zeros_like(t)) for t in grads)
+
+
 def test_sparse_synaptic_backward_matches_dense_matmuls():
     g = generator(4)
     rows, f, n = 30, 7, 11

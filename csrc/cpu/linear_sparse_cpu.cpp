@@ -179,36 +179,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cpu(
     const at::Tensor& x, const at::Tensor& weight, bool need_x, bool need_weight,
     bool need_bias) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "snnkernels: x must be contiguous [R, F]");
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1),
-              "snnkernels: weight must be contiguous [N, F = ", x.size(1), "], got ",
-              weight.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "snnkernels: on the CPU x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(values.scalar_type() == x.scalar_type() && weight.scalar_type() == x.scalar_type(),
-              "snnkernels: values, x and weight must have the same dtype");
-  TORCH_CHECK(indices.scalar_type() == at::kInt && indices.sizes() == values.sizes() &&
-                  values.is_contiguous() && indices.is_contiguous(),
-              "snnkernels: indices must be contiguous int32 with the shape of values");
+  const int64_t k = check_sparse_backward_args(values, indices, row_ptr, x, weight);
   const int64_t num_rows = x.size(0), f = x.size(1), n = weight.size(0);
-  TORCH_CHECK(num_rows < (int64_t(1) << 31), "snnkernels: at most 2^31 - 1 rows (T * B)");
-  Rows rows{nullptr, 0};
-  if (row_ptr.numel() != 0) {
-    TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.dim() == 1 &&
-                    row_ptr.numel() == num_rows + 1 && values.dim() == 1,
-                "snnkernels: CSR needs int64 row_ptr [R + 1 = ", num_rows + 1,
-                "] and 1-D values");
-    rows.row_ptr = row_ptr.data_ptr<int64_t>();
-    TORCH_CHECK(rows.row_ptr[0] == 0 && rows.row_ptr[num_rows] == values.numel(),
-                "snnkernels: row_ptr must start at 0 and end at nnz = ", values.numel());
-  } else {
-    TORCH_CHECK(values.dim() == 2 && values.size(0) == num_rows,
-                "snnkernels: ELL values must be [R = ", num_rows, ", k], got ", values.sizes());
-    rows.k = values.size(1);
-  }
-  if (indices.numel() != 0) {
-    const auto lo = indices.min().item<int32_t>(), hi = indices.max().item<int32_t>();
-    TORCH_CHECK(lo >= 0 && hi < n, "snnkernels: indices must be in [0, N = ", n, ")");
-  }
+  const Rows rows{row_ptr.numel() != 0 ? row_ptr.data_ptr<int64_t>() : nullptr, k};
   const auto opts = x.options();
   at::Tensor grad_x = empty_output({need_x ? num_rows : 0, f}, opts);
   at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);

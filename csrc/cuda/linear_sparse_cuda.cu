@@ -20,8 +20,6 @@
 // Nothing is saved: the op runs inside linear_lif's backward.
 #include <torch/library.h>
 
-#include <vector>
-
 #include "lif_cuda_common.cuh"
 
 namespace snnkernels {
@@ -164,60 +162,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cuda(
     bool need_bias) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.is_cuda(),
               "snnkernels: x must be a contiguous CUDA tensor [R, F]");
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.size(1) == x.size(1),
-              "snnkernels: weight must be contiguous [N, F = ", x.size(1), "], got ",
-              weight.sizes());
   const auto dt = x.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
               "snnkernels: on CUDA x must be float32, float16, bfloat16 or float64, got ", dt);
-  TORCH_CHECK(values.scalar_type() == dt && weight.scalar_type() == dt,
-              "snnkernels: values, x and weight must have the same dtype");
-  TORCH_CHECK(indices.scalar_type() == at::kInt && indices.sizes() == values.sizes() &&
-                  values.is_contiguous() && indices.is_contiguous(),
-              "snnkernels: indices must be contiguous int32 with the shape of values");
-  for (const at::Tensor* t : {&values, &indices, &row_ptr, &weight}) {
-    if (t == &row_ptr && row_ptr.numel() == 0) continue;  // ELL: row_ptr is unused
-    TORCH_CHECK(t->device() == x.device(), "snnkernels: values, indices, row_ptr and weight must "
-                "be on x's device ", x.device(), ", got ", t->device());
-  }
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t num_rows = x.size(0), f = x.size(1), n = weight.size(0);
-  TORCH_CHECK(num_rows < (int64_t(1) << 31), "snnkernels: at most 2^31 - 1 rows (T * B)");
-  Rows rows{nullptr, 0};
-  const int64_t nnz = values.numel();
-  // The value checks need a few numbers on the host: one copy for all of them (each copy waits
-  // for the GPU to finish what is queued).
-  std::vector<at::Tensor> probes;
-  if (row_ptr.numel() != 0) {
-    TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.dim() == 1 &&
-                    row_ptr.numel() == num_rows + 1 && values.dim() == 1 &&
-                    row_ptr.is_contiguous(),
-                "snnkernels: CSR needs int64 row_ptr [R + 1 = ", num_rows + 1,
-                "] and 1-D values");
-    probes = {row_ptr[0], row_ptr[num_rows]};
-    rows.row_ptr = row_ptr.data_ptr<int64_t>();
-  } else {
-    TORCH_CHECK(values.dim() == 2 && values.size(0) == num_rows,
-                "snnkernels: ELL values must be [R = ", num_rows, ", k], got ", values.sizes());
-    rows.k = values.size(1);
-  }
-  if (nnz != 0) {
-    const auto [lo, hi] = at::aminmax(indices);
-    probes.push_back(lo.to(at::kLong));
-    probes.push_back(hi.to(at::kLong));
-  }
-  if (!probes.empty()) {
-    const at::Tensor host = at::stack(probes).cpu();
-    const int64_t* v = host.data_ptr<int64_t>();
-    if (rows.row_ptr != nullptr) {
-      TORCH_CHECK(v[0] == 0 && v[1] == nnz,
-                  "snnkernels: row_ptr must start at 0 and end at nnz = ", nnz);
-      v += 2;
-    }
-    if (nnz != 0) {
-      TORCH_CHECK(v[0] >= 0 && v[1] < n, "snnkernels: indices must be in [0, N = ", n, ")");
-    }
-  }
+  const int64_t k = check_sparse_backward_args(values, indices, row_ptr, x, weight);
+  const int64_t num_rows = x.size(0), f = x.size(1), n = weight.size(0), nnz = values.numel();
+  const Rows rows{row_ptr.numel() != 0 ? row_ptr.data_ptr<int64_t>() : nullptr, k};
   const auto opts = x.options();
   at::Tensor grad_x = empty_output({need_x ? num_rows : 0, f}, opts);
   at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
