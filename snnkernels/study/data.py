@@ -531,7 +531,7 @@ def _stratified_three_way(table: Table, rows: np.ndarray, val_fraction: float, t
         n_val, n_test = _part_sizes(n, val_fraction, test_fraction)
         if n - n_val - n_test < 1:
             needed = next(m for m in range(3, 10**9) if m - sum(_part_sizes(m, val_fraction, test_fraction)) >= 1)
-            where = f" after max_rows={max_rows} subsampling" if max_rows is not None and len(rows) < len(table.y) else ""
+            where = _after_subsampling(table, rows, max_rows)
             raise DataError(f"class {table.class_names[label]!r} of {table.name!r} has {n} row(s){where}; "
                             f"a stratified train/val/test split needs at least {needed} per class")
         shuffled = rng.permutation(members)
@@ -564,7 +564,7 @@ def _grouped_three_way(table: Table, rows: np.ndarray, val_fraction: float, test
         part = int(np.argmax(lack))  # ties: train, then val, then test
         part_of_group[g] = part
         have[part] += counts[g]
-    where = f" after max_rows={max_rows} subsampling" if max_rows is not None and len(rows) < len(table.y) else ""
+    where = _after_subsampling(table, rows, max_rows)
     for c, label in enumerate(labels):
         if (have[:, c] == 0).any():
             in_groups = int((counts[:, c] > 0).sum())
@@ -573,6 +573,12 @@ def _grouped_three_way(table: Table, rows: np.ndarray, val_fraction: float, test
                             f"part (train, val, test)")
     parts = part_of_group[inverse]
     return tuple(np.sort(rows[parts == p]) for p in range(3))
+
+
+def _after_subsampling(table: Table, rows: np.ndarray, max_rows: int | None) -> str:
+    """" after max_rows=N subsampling" when the split's rows are a subsample, for its errors."""
+    subsampled = max_rows is not None and len(rows) < len(table.y)
+    return f" after max_rows={max_rows} subsampling" if subsampled else ""
 
 
 def _part_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
