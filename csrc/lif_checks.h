@@ -5,15 +5,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include <limits>
 #include <vector>
 
 #include "debug_poison.h"
 #include "lif_math.h"
+#include "output_pool.h"
 
 namespace snnkernels {
 
@@ -76,35 +73,13 @@ inline void check_backward_args(const c10::optional<at::Tensor>& grad_spk,
   check_param(graded, "graded", mem, m);
 }
 
-// CPU outputs of 32 MiB or more always come from fresh mmap'd pages (glibc never keeps blocks
-// above its 32 MiB mmap threshold), and faulting them in one by one from the kernel's first
-// writes cost as much as the kernel itself (N=4096 forward: 51k faults, 64% of its time).
-// MADV_POPULATE_WRITE maps the range in one call per thread, without a trap per page: measured
-// here, N=4096 forward 74 -> 60 ms, forward+backward 133 -> 115 ms. Smaller outputs are often
-// recycled heap memory, where it measured slower, so they are left alone.
-inline void prefault(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
-  constexpr int64_t kMinBytes = int64_t(32) << 20, kBlock = int64_t(2) << 20;
-  const int64_t bytes = t.nbytes();
-  if (!t.is_cpu() || bytes < kMinBytes) return;
-  const uintptr_t page = 4096;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data_ptr()) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data_ptr()) + bytes) & ~(page - 1);
-  const int64_t blocks = (static_cast<int64_t>(end - begin) + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    const uintptr_t lo = begin + b0 * kBlock;
-    const uintptr_t hi = std::min<uintptr_t>(end, begin + b1 * kBlock);
-    madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);  // a hint: errors ignored
-  });
-#else
-  (void)t;
-#endif
-}
-
 inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor out = at::empty(sizes, options);
+  const int64_t bytes = c10::multiply_integers(sizes) *
+                        static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+  at::Tensor out = options.device().is_cpu() && bytes >= kPoolMinBytes
+                       ? pooled_empty(sizes, options)
+                       : at::empty(sizes, options);
   if (debug_poison_enabled()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  prefault(out);
   return out;
 }
 

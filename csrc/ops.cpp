@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "debug_poison.h"
 #include "event_linear.h"
+#include "output_pool.h"
 
 #ifndef SNNKERNELS_TORCH_VERSION
 #define SNNKERNELS_TORCH_VERSION "unknown"
@@ -32,6 +34,11 @@ static std::atomic<bool> poison_outputs{false};
 bool debug_poison_enabled() { return poison_outputs.load(std::memory_order_relaxed); }
 
 static void set_debug_poison(bool enabled) { poison_outputs.store(enabled); }
+
+static std::vector<int64_t> cpu_cache_info() {
+  const PoolStats s = pool_stats();
+  return {s.cached_bytes, s.limit_bytes, s.hits, s.misses};
+}
 
 // A JSON object; parsed by snnkernels.build_info().
 static std::string build_info() {
@@ -119,6 +126,11 @@ TORCH_LIBRARY(snnkernels, m) {
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.
   m.def("set_debug_poison(bool enabled) -> ()", &set_debug_poison);
+  // The cache of large CPU outputs (output_pool.h); info is [cached bytes, limit bytes, hits,
+  // misses].
+  m.def("cpu_cache_info() -> int[]", &cpu_cache_info);
+  m.def("cpu_cache_set_limit(int bytes) -> ()", &pool_set_limit);
+  m.def("cpu_cache_release() -> ()", &pool_release);
 }
 
 }  // namespace snnkernels

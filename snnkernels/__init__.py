@@ -1,11 +1,11 @@
 """snnkernels: fused CPU/CUDA kernels for spiking neural networks, snnTorch-compatible."""
 
-from . import reference, sparse, surrogate
+from . import cpu_cache, reference, sparse, surrogate
 from ._extension import build_info
 from .lif import lif
 from . import models, nn, utils  # drop-in layers (snnTorch-compatible), models, state helpers
 from .convert import convert
 from .linear_lif import linear_lif
 
-__all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info"]
+__all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info", "cpu_cache"]
 __version__ = "0.1.0"

@@ -42,7 +42,8 @@ def test_openmp_enabled():
 def test_ops_registered():
     for name in ("lif_forward", "lif_backward", "build_info", "set_debug_poison",
                  "lif_forward_masked", "lif_backward_masked", "linear_lif_forward",
-                 "linear_sparse_backward", "spike_linear", "spike_weight_grad", "event_driven"):
+                 "linear_sparse_backward", "spike_linear", "spike_weight_grad", "event_driven",
+                 "cpu_cache_info", "cpu_cache_set_limit", "cpu_cache_release"):
         assert hasattr(torch.ops.snnkernels, name), name
     assert snnkernels.__all__ == ["lif", "linear_lif", "reference", "sparse", "surrogate",
-                                  "build_info"]
+                                  "build_info", "cpu_cache"]

@@ -1,0 +1,42 @@
+"""The cache of large CPU outputs.
+
+glibc gives every CPU buffer of 32 MiB or more fresh pages from the kernel and returns them on
+free, so a large output costs a page fault and a zeroing per page on every call (at T=25, B=256,
+N=4096 that was half of the LIF forward). snnkernels' CPU kernels therefore take their outputs of
+32 MiB or more from a cache: a freed output buffer is kept and handed to the next output of the
+same size, as torch's CUDA allocator does on the GPU. The cache holds at most `limit` bytes of
+free buffers (default 1 GiB; the environment variable SNNKERNELS_CPU_CACHE_MB sets it at import,
+0 turns caching off). Memory in use by live tensors is not counted and never capped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _extension  # noqa: F401  (loads the ops)
+
+
+def info() -> dict:
+    """{'cached_bytes', 'limit_bytes', 'hits', 'misses'}: free buffers held now, the cap on
+    them, and how many large outputs were served from the cache or from new memory."""
+    cached, limit, hits, misses = torch.ops.snnkernels.cpu_cache_info()
+    return {"cached_bytes": cached, "limit_bytes": limit, "hits": hits, "misses": misses}
+
+
+def set_limit(megabytes: int) -> None:
+    """Caps the free buffers the cache keeps at `megabytes` MiB (0: keep none), freeing what is
+    above the new cap now."""
+    if isinstance(megabytes, bool) or not isinstance(megabytes, int):
+        raise TypeError(f"megabytes must be an int, got {type(megabytes).__name__}")
+    if megabytes < 0:
+        raise ValueError(f"megabytes must be >= 0, got {megabytes}")
+    torch.ops.snnkernels.cpu_cache_set_limit(megabytes << 20)
+
+
+def release() -> None:
+    """Frees every cached buffer (live tensors are untouched); the cap stays."""
+    torch.ops.snnkernels.cpu_cache_release()
+
+
+# Reads SNNKERNELS_CPU_CACHE_MB now, so a bad value fails at import rather than inside a kernel.
+info()
