@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -17,6 +18,10 @@ namespace snnkernels {
 namespace {
 
 constexpr int64_t kHugePage = int64_t(2) << 20;
+constexpr int64_t kGranule = int64_t(64) << 10;  // sizes are rounded up to this
+
+// Blocks of a huge page or more start on a huge-page boundary, so THP can back all of them.
+int64_t alignment_for(int64_t bytes) { return bytes >= kHugePage ? kHugePage : 64; }
 constexpr int64_t kDefaultLimitMiB = 1024;
 
 int64_t limit_from_env() {
@@ -38,12 +43,18 @@ void map_in(void* data, int64_t bytes) {
 #if defined(__linux__)
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
 #if defined(MADV_HUGEPAGE)
-  madvise(data, bytes, MADV_HUGEPAGE);
+  if (bytes >= kHugePage) madvise(data, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
 #endif
 #if defined(MADV_POPULATE_WRITE)
-  at::parallel_for(0, bytes / kHugePage, 1, [&](int64_t b0, int64_t b1) {
-    madvise(reinterpret_cast<void*>(begin + b0 * kHugePage), (b1 - b0) * kHugePage,
-            MADV_POPULATE_WRITE);
+  // Page-aligned pieces of at most a huge page each, split over the threads.
+  const uintptr_t page = 4096;
+  const uintptr_t first = (begin + page - 1) & ~(page - 1), last = (begin + bytes) & ~(page - 1);
+  if (last <= first) return;
+  const int64_t pieces = static_cast<int64_t>((last - first + kHugePage - 1) / kHugePage);
+  at::parallel_for(0, pieces, 1, [&](int64_t b0, int64_t b1) {
+    const uintptr_t lo = first + b0 * kHugePage;
+    const uintptr_t hi = std::min<uintptr_t>(last, first + b1 * kHugePage);
+    madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
   });
 #endif
   (void)begin;
@@ -55,7 +66,7 @@ void map_in(void* data, int64_t bytes) {
 
 struct Block {
   void* data;
-  int64_t bytes;  // a multiple of kHugePage
+  int64_t bytes;  // a multiple of kGranule
 };
 
 class Pool {
@@ -74,10 +85,10 @@ class Pool {
       ++misses_;
     }
     void* data = nullptr;
-    if (posix_memalign(&data, kHugePage, bytes) != 0) {
+    if (posix_memalign(&data, alignment_for(bytes), bytes) != 0) {
       // Free what is cached and try once more before giving up.
       pool_release();
-      TORCH_CHECK(posix_memalign(&data, kHugePage, bytes) == 0,
+      TORCH_CHECK(posix_memalign(&data, alignment_for(bytes), bytes) == 0,
                   "snnkernels: out of memory allocating ", bytes, " bytes for an output");
     }
     map_in(data, bytes);
@@ -147,8 +158,8 @@ void delete_block(void* ctx) {
 
 struct PooledAllocator final : c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
-    const int64_t bytes = (static_cast<int64_t>(n) + kHugePage - 1) / kHugePage * kHugePage;
-    Block* block = new Block(pool().acquire(std::max(bytes, kHugePage)));
+    const int64_t bytes = (static_cast<int64_t>(n) + kGranule - 1) / kGranule * kGranule;
+    Block* block = new Block(pool().acquire(std::max(bytes, kGranule)));
     return {block->data, block, &delete_block, c10::Device(c10::DeviceType::CPU)};
   }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
