@@ -24,13 +24,16 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-template <typename T, Reset R, bool kDelay>
+template <typename T, Reset R, bool kDelay, bool kUniform>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
                  T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
+  const UniformParams<T> one(beta_c, thr, graded);
   for (int64_t i = 0; i < len; ++i) {
     T s, u;
-    const T h = lif_step<R, kDelay>(x[i], state[i], beta_c[i], thr[i], graded[i], &s, &u);
+    const T h = lif_step<R, kDelay>(x[i], state[i], kUniform ? one.beta : beta_c[i],
+                                    kUniform ? one.thr : thr[i],
+                                    kUniform ? one.graded : graded[i], &s, &u);
     spk[i] = s;
     mem[i] = u;
     if constexpr (!kDelay) pre[i] = h;
@@ -44,6 +47,7 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
+  const bool uniform = params.uniform();
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
@@ -59,8 +63,9 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
       }
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        forward_row<T, R, kDelay>(x + off, state, cp.beta_c, cp.thr, cp.graded, spk + off,
-                                  mem + off, kDelay ? nullptr : pre + off, len);
+        (uniform ? forward_row<T, R, kDelay, true> : forward_row<T, R, kDelay, false>)(
+            x + off, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
+            kDelay ? nullptr : pre + off, len);
       }
     }
   });
@@ -69,23 +74,26 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
 // One time step of one chunk, walking backwards (a function of its own for __restrict__, as
 // forward_row). h: membrane before this step's own reset; u_prev: what the previous step
 // returned. Without parameter gradients the sums go to locals that GCC drops.
-template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads>
+template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
 void backward_row(const T* __restrict__ h, const T* __restrict__ u_prev,
                   const T* __restrict__ g_spk, const T* __restrict__ g_mem,
                   const T* __restrict__ beta_c, const T* __restrict__ thr,
                   const T* __restrict__ graded, T p0, T p1, T* __restrict__ grad_x,
                   T* __restrict__ carry, T* __restrict__ d_beta, T* __restrict__ d_thr,
                   T* __restrict__ d_graded, int64_t len) {
+  const UniformParams<T> one(beta_c, thr, graded);
   for (int64_t i = 0; i < len; ++i) {
+    const T b = kUniform ? one.beta : beta_c[i], th = kUniform ? one.thr : thr[i],
+            gr = kUniform ? one.graded : graded[i];
     if constexpr (kParamGrads) {
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], beta_c[i],
-                                                  thr[i], graded[i], p0, p1, &carry[i],
-                                                  &d_beta[i], &d_thr[i], &d_graded[i]);
+      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
+                                                  p0, p1, &carry[i], &d_beta[i], &d_thr[i],
+                                                  &d_graded[i]);
     } else {
       T unused_beta = T(0), unused_thr = T(0), unused_graded = T(0);
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], beta_c[i],
-                                                  thr[i], graded[i], p0, p1, &carry[i],
-                                                  &unused_beta, &unused_thr, &unused_graded);
+      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
+                                                  p0, p1, &carry[i], &unused_beta, &unused_thr,
+                                                  &unused_graded);
     }
   }
 }
@@ -99,6 +107,8 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                      T* __restrict__ grad_graded, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
+  const auto row_fn = params.uniform() ? backward_row<T, S, R, kDelay, kParamGrads, true>
+                                       : backward_row<T, S, R, kDelay, kParamGrads, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 7, width);
@@ -126,7 +136,7 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       if (mem0 == nullptr) std::fill(zeros, zeros + len, T(0));
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * m + n0;
-        backward_row<T, S, R, kDelay, kParamGrads>(
+        row_fn(
             kDelay ? mem + off : pre + off, t > 0 ? mem + off - m : first_prev,
             gs.base + t * gs.step, gm.base + t * gm.step, cp.beta_c, cp.thr, cp.graded, p0, p1,
             grad_x + off, carry, d_beta, d_thr, d_graded, len);
