@@ -13,7 +13,7 @@ gradient for spk is passed directly (no loss, none into mem), as in the LIF benc
 (x, W, b, beta) from the forward's outputs; "step" times forward + backward. Minimum over
 --reps interleaved rounds (medians in the JSON).
 Peak memory: peak RSS (VmHWM, reset before the step) minus RSS before one step, in a fresh
-subprocess after a warm-up step.
+subprocess after a warm-up step, with snnkernels.cpu_cache off.
 """
 
 from __future__ import annotations
@@ -114,7 +114,10 @@ def _status_kib(field: str) -> int:
 def peak_memory_child(layer: str, name: str) -> None:
     """In a fresh process: MiB by which the peak RSS of one step (forward + backward) exceeds
     the RSS before it (inputs allocated). The kernel's peak (VmHWM) is reset first by writing 5
-    to /proc/self/clear_refs, so imports that peaked higher do not hide the step."""
+    to /proc/self/clear_refs, so imports that peaked higher do not hide the step. The CPU output
+    cache is off here: with it, the warm-up step's freed outputs stay resident and the measured
+    step reuses them, which hides what a step allocates."""
+    snnkernels.cpu_cache.set_limit(0)
     inputs = make_inputs(layer)
     spec = spec_for(name)
     spk, _ = forward(inputs, spec)  # warm-up: allocator and thread pool

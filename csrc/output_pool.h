@@ -21,7 +21,8 @@ namespace snnkernels {
 // Outputs of at least this many bytes come from the pool.
 constexpr int64_t kPoolMinBytes = int64_t(1) << 20;
 
-// An uninitialized CPU tensor whose storage comes from the pool.
+// An uninitialized CPU tensor whose storage comes from the pool (from at::empty when the pool's
+// limit is 0).
 at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 struct PoolStats {

@@ -68,12 +68,13 @@ def test_limit_zero_keeps_nothing_and_release_empties(cache_limit):
     cpu_cache.release()
     assert cpu_cache.info()["cached_bytes"] == 0
     cpu_cache.set_limit(0)
-    misses = cpu_cache.info()["misses"]
+    before = cpu_cache.info()
     spk, mem = snnkernels.lif(large_input(3), 0.9)
     del spk, mem
     info = cpu_cache.info()
     assert info["cached_bytes"] == 0 and info["limit_bytes"] == 0
-    assert info["misses"] == misses + 2
+    # Caching off: outputs come from torch's allocator, the cache is not asked at all.
+    assert (info["hits"], info["misses"]) == (before["hits"], before["misses"])
 
 
 def test_lowering_the_limit_frees_down_to_it(cache_limit):
