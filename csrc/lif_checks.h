@@ -74,8 +74,9 @@ inline void check_backward_args(const c10::optional<at::Tensor>& grad_spk,
 }
 
 inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const int64_t bytes = c10::multiply_integers(sizes) *
-                        static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+  const auto dtype = c10::typeMetaToScalarType(options.dtype());
+  const int64_t bytes =
+      c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));
   at::Tensor out = options.device().is_cpu() && bytes >= kPoolMinBytes
                        ? pooled_empty(sizes, options)
                        : at::empty(sizes, options);

@@ -1,4 +1,4 @@
-// The large-output cache declared in output_pool.h.
+// The output cache declared in output_pool.h.
 #include "output_pool.h"
 
 #include <ATen/EmptyTensor.h>
@@ -19,10 +19,10 @@ namespace {
 
 constexpr int64_t kHugePage = int64_t(2) << 20;
 constexpr int64_t kGranule = int64_t(64) << 10;  // sizes are rounded up to this
+constexpr int64_t kDefaultLimitMiB = 1024;
 
 // Blocks of a huge page or more start on a huge-page boundary, so THP can back all of them.
 int64_t alignment_for(int64_t bytes) { return bytes >= kHugePage ? kHugePage : 64; }
-constexpr int64_t kDefaultLimitMiB = 1024;
 
 int64_t limit_from_env() {
   const char* env = std::getenv("SNNKERNELS_CPU_CACHE_MB");

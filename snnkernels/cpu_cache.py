@@ -5,9 +5,10 @@ free, and smaller freed blocks at the top of its heap go back too once enough is
 output can cost a page fault and a zeroing per page on every call (at T=25, B=256, N=4096 that
 was half of the LIF forward). snnkernels' CPU kernels therefore take their outputs of 1 MiB or
 more from a cache: a freed output buffer is kept and handed to the next output of the same size
-(rounded up to 64 KiB), as torch's CUDA allocator does on the GPU. The cache holds at most `limit` bytes of
-free buffers (default 1 GiB; the environment variable SNNKERNELS_CPU_CACHE_MB sets it at import,
-0 turns caching off: outputs then come from torch's allocator). Memory in use by live tensors is not counted and never capped.
+(rounded up to 64 KiB), as torch's CUDA allocator does on the GPU. The cache holds at most
+`limit` bytes of free buffers (default 1 GiB; the environment variable SNNKERNELS_CPU_CACHE_MB
+sets it at import; 0 turns caching off, and outputs then come from torch's allocator). Memory
+in use by live tensors is not counted and never capped.
 """
 
 from __future__ import annotations
