@@ -126,8 +126,8 @@ TORCH_LIBRARY(snnkernels, m) {
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.
   m.def("set_debug_poison(bool enabled) -> ()", &set_debug_poison);
-  // The cache of large CPU outputs (output_pool.h); info is [cached bytes, limit bytes, hits,
-  // misses].
+  // The cache of the CPU kernels' outputs of 1 MiB or more (output_pool.h); info is
+  // [cached bytes, limit bytes, hits, misses].
   m.def("cpu_cache_info() -> int[]", &cpu_cache_info);
   m.def("cpu_cache_set_limit(int bytes) -> ()", &pool_set_limit);
   m.def("cpu_cache_release() -> ()", &pool_release);

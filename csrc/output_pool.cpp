@@ -87,7 +87,7 @@ class Pool {
     void* data = nullptr;
     if (posix_memalign(&data, alignment_for(bytes), bytes) != 0) {
       // Free what is cached and try once more before giving up.
-      pool_release();
+      trim_to(0);
       TORCH_CHECK(posix_memalign(&data, alignment_for(bytes), bytes) == 0,
                   "snnkernels: out of memory allocating ", bytes, " bytes for an output");
     }

@@ -47,7 +47,8 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const bool uniform = params.uniform();
+  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true>
+                                       : forward_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
@@ -63,9 +64,8 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
       }
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        (uniform ? forward_row<T, R, kDelay, true> : forward_row<T, R, kDelay, false>)(
-            x + off, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
-            kDelay ? nullptr : pre + off, len);
+        row_fn(x + off, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
+               kDelay ? nullptr : pre + off, len);
       }
     }
   });
