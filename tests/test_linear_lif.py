@@ -165,6 +165,22 @@ def test_sparse_synaptic_backward_with_no_entries():
         assert all(torch.equal(t, torch.zeros_like(t)) for t in grads)
 
 
+@pytest.mark.parametrize("f,n", [(0, 5), (3, 0)], ids=["no-features", "no-neurons"])
+def test_sparse_synaptic_backward_with_an_empty_dimension(restore_num_threads, f, n):
+    """F = 0 or N = 0 (no entries then): empty or zero gradients, on 1 and 2 threads."""
+    args = sparse_backward_args(f=f, n=n)
+    if n == 0:
+        args[0], args[1] = args[0][:, :0], args[1][:, :0]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        dx, dw, db = torch.ops.snnkernels.linear_sparse_backward(*args)
+        assert dx.shape == (4, f) and dw.shape == (n, f) and db.shape == (n,)
+        assert torch.equal(dx, torch.zeros_like(dx)) and torch.equal(dw, torch.zeros_like(dw))
+        expected_db = torch.zeros(n, dtype=db.dtype).index_add_(
+            0, args[1].reshape(-1).long(), args[0].reshape(-1))
+        assert_close(db, expected_db, GRAD_TOL[torch.float64], "db")
+
+
 def test_sparse_synaptic_backward_matches_dense_matmuls():
     g = generator(4)
     rows, f, n = 30, 7, 11

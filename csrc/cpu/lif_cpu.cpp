@@ -71,33 +71,6 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
   });
 }
 
-// One time step of one chunk, walking backwards (a function of its own for __restrict__, as
-// forward_row). h: membrane before this step's own reset; u_prev: what the previous step
-// returned. Without parameter gradients the sums go to locals that GCC drops.
-template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
-void backward_row(const T* __restrict__ h, const T* __restrict__ u_prev,
-                  const T* __restrict__ g_spk, const T* __restrict__ g_mem,
-                  const T* __restrict__ beta_c, const T* __restrict__ thr,
-                  const T* __restrict__ graded, T p0, T p1, T* __restrict__ grad_x,
-                  T* __restrict__ carry, T* __restrict__ d_beta, T* __restrict__ d_thr,
-                  T* __restrict__ d_graded, int64_t len) {
-  const UniformParams<T> one(beta_c, thr, graded);
-  for (int64_t i = 0; i < len; ++i) {
-    const T b = kUniform ? one.beta : beta_c[i], th = kUniform ? one.thr : thr[i],
-            gr = kUniform ? one.graded : graded[i];
-    if constexpr (kParamGrads) {
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
-                                                  p0, p1, &carry[i], &d_beta[i], &d_thr[i],
-                                                  &d_graded[i]);
-    } else {
-      T unused_beta = T(0), unused_thr = T(0), unused_graded = T(0);
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
-                                                  p0, p1, &carry[i], &unused_beta, &unused_thr,
-                                                  &unused_graded);
-    }
-  }
-}
-
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads>
 void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                      const c10::optional<at::Tensor>& grad_mem, const T* __restrict__ mem,

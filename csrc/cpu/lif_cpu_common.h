@@ -161,6 +161,35 @@ inline void check_cpu_dtype(const at::Tensor& x) {
               "snnkernels: on the CPU x must be float32 or float64, got ", x.scalar_type());
 }
 
+// One time step of one chunk of the dense backward, walking backwards (a function of its own:
+// GCC trusts __restrict__ on parameters, not on pointers loaded from a lambda's captures).
+// Shared by lif_cpu.cpp and the TopK backward without `temporal` (its carry is the dense one).
+// h: membrane before this step's own reset; u_prev: what the previous step returned. Without
+// parameter gradients the sums go to locals that GCC drops.
+template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
+void backward_row(const T* __restrict__ h, const T* __restrict__ u_prev,
+                  const T* __restrict__ g_spk, const T* __restrict__ g_mem,
+                  const T* __restrict__ beta_c, const T* __restrict__ thr,
+                  const T* __restrict__ graded, T p0, T p1, T* __restrict__ grad_x,
+                  T* __restrict__ carry, T* __restrict__ d_beta, T* __restrict__ d_thr,
+                  T* __restrict__ d_graded, int64_t len) {
+  const UniformParams<T> one(beta_c, thr, graded);
+  for (int64_t i = 0; i < len; ++i) {
+    const T b = kUniform ? one.beta : beta_c[i], th = kUniform ? one.thr : thr[i],
+            gr = kUniform ? one.graded : graded[i];
+    if constexpr (kParamGrads) {
+      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
+                                                  p0, p1, &carry[i], &d_beta[i], &d_thr[i],
+                                                  &d_graded[i]);
+    } else {
+      T unused_beta = T(0), unused_thr = T(0), unused_graded = T(0);
+      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
+                                                  p0, p1, &carry[i], &unused_beta, &unused_thr,
+                                                  &unused_graded);
+    }
+  }
+}
+
 // The end of a chunk's backward: dL/dmem0 is the last carry; the per-neuron parameter sums go
 // to [M] partials (beta's with the clamp mask), reduced to P elements by reduce_periodic.
 template <typename T>

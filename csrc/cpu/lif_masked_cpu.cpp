@@ -5,7 +5,9 @@
 // - chunks hold whole rows (a row = the N neurons of one (time step, sample) pair), because TopK
 //   selects per row;
 // - each step is split at g_h = dL/dh_t (lif_step_grad_h, then lif_step_grad_carry), and the mask
-//   acts between the two, in the same pass: no dense gradient is written and re-read.
+//   acts between the two, in the same pass: no dense gradient is written and re-read. TopK
+//   without `temporal` carries the unmasked g_h, so its steps are the dense backward's rows
+//   (backward_row), which write g_h for the selection.
 // TopK: g_h of the row is computed densely, then the k largest |g_h| are selected (ties: lower
 // index) and only they leave as dL/dx; with `temporal` the carry through time also sees the masked
 // g_h. ActiveWindow: sigma' and g_h are zeroed outside |h - thr| < width, and the same-step reset
@@ -19,11 +21,16 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "lif_cpu_common.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace snnkernels {
 namespace {
@@ -77,6 +84,105 @@ void carry_row(const T* __restrict__ g_h, const T* __restrict__ u_prev,
   }
 }
 
+// Steps 2 and 3 of the selection below (TopKSelector::select), portable and with AVX-512.
+// compact: the indices of the keys >= bound, ascending, into cand, and their keys into
+// cand_keys; returns how many (both may be written up to kCompactSlack slots past the count).
+// pick: the k candidates of largest key (ties: lower index) into idx, ascending (idx needs room
+// for k + 1: the branch-free stores write one past the last).
+constexpr int64_t kCompactSlack = 16;
+
+struct PortableSteps {
+  template <typename Key>
+  static int64_t compact(const Key* key, int64_t n, Key bound, int32_t* cand, Key* cand_keys) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {  // branch-free: always write, advance when kept
+      cand[count] = static_cast<int32_t>(i);
+      count += key[i] >= bound;
+    }
+    for (int64_t c = 0; c < count; ++c) cand_keys[c] = key[cand[c]];
+    return count;
+  }
+
+  // tau = the k-th largest candidate key (nth_element on a copy), then one scan in index order
+  // takes the keys > tau and the first ties == tau.
+  template <typename Key>
+  static void pick(const int32_t* cand, Key* cand_keys, int64_t count, int64_t k, int32_t* idx,
+                   Key* scratch) {
+    std::copy_n(cand_keys, count, scratch);
+    std::nth_element(scratch, scratch + (count - k), scratch + count);
+    const Key tau = scratch[count - k];
+    int64_t ties = k;  // how many keys equal to tau to take
+    for (int64_t c = count - k; c < count; ++c) ties -= scratch[c] > tau;
+    int64_t j = 0;
+    for (int64_t c = 0; c < count; ++c) {
+      const Key kc = cand_keys[c];
+      const bool take = kc > tau || (kc == tau && ties > 0);
+      ties -= take && kc == tau;
+      idx[j] = cand[c];
+      j += take;
+    }
+  }
+};
+
+#if defined(__x86_64__)
+// float keys with AVX-512. Measured at N = 1024, k = 10 (perf): the scalar compaction was about
+// a third of the selection's time, and after it nth_element and the tie scan (compiled to
+// mispredicted branches) were over half. The masked backward at T=25, B=256 (2 threads) took
+// 6.0-7.1 ms instead of 8.2-8.3.
+struct Avx512Steps {
+  // 16 keys per compare; the kept lanes are packed by vpcompressd and stored as full vectors.
+  __attribute__((target("avx512f"))) static int64_t compact(const uint32_t* key, int64_t n,
+                                                            uint32_t bound, int32_t* cand,
+                                                            uint32_t* cand_keys) {
+    const __m512i b = _mm512_set1_epi32(static_cast<int>(bound));
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+      const __m512i kv = _mm512_maskz_loadu_epi32(lanes_below(n - i), key + i);
+      const __mmask16 keep = _mm512_mask_cmpge_epu32_mask(lanes_below(n - i), kv, b);
+      _mm512_storeu_si512(cand + count, _mm512_maskz_compress_epi32(keep, index));
+      _mm512_storeu_si512(cand_keys + count, _mm512_maskz_compress_epi32(keep, kv));
+      count += __builtin_popcount(keep);
+      index = _mm512_add_epi32(index, step);
+    }
+    return count;
+  }
+
+  // Candidate c is taken when fewer than k candidates outrank it: rank = #(key > key_c) +
+  // #(key == key_c among the earlier candidates), counted with vector compares against all
+  // candidates (up to kMaxVecs * 16 of them; more fall back to the portable pick).
+  __attribute__((target("avx512f"))) static void pick(const int32_t* cand, uint32_t* cand_keys,
+                                                      int64_t count, int64_t k, int32_t* idx,
+                                                      uint32_t* scratch) {
+    constexpr int64_t kMaxVecs = 8;
+    const int64_t vecs = (count + 15) / 16;
+    if (vecs > kMaxVecs) return PortableSteps::pick(cand, cand_keys, count, k, idx, scratch);
+    __m512i keys[kMaxVecs];
+    for (int64_t v = 0; v < vecs; ++v) {
+      keys[v] = _mm512_maskz_loadu_epi32(lanes_below(count - v * 16), cand_keys + v * 16);
+    }
+    int64_t j = 0;
+    for (int64_t c = 0; c < count; ++c) {
+      const __m512i kc = _mm512_set1_epi32(static_cast<int>(cand_keys[c]));
+      int64_t rank = 0;
+      for (int64_t v = 0; v < vecs; ++v) {
+        const __mmask16 gt = _mm512_mask_cmpgt_epu32_mask(lanes_below(count - v * 16), keys[v], kc);
+        const __mmask16 tie = _mm512_mask_cmpeq_epu32_mask(lanes_below(c - v * 16), keys[v], kc);
+        rank += __builtin_popcount(gt) + __builtin_popcount(tie);
+      }
+      idx[j] = cand[c];
+      j += rank < k;
+    }
+  }
+
+  // The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).
+  static __mmask16 lanes_below(int64_t n) {
+    return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+  }
+};
+#endif
+
 // Selects the k entries of a row with the largest |g| (ties: lower index), as ascending indices.
 // Magnitudes are compared as the integer bits of |g| (same order for non-negative floats).
 // 1. A lower bound L on the k-th largest key, such that at least k keys are >= L:
@@ -84,9 +190,8 @@ void carry_row(const T* __restrict__ g_h, const T* __restrict__ u_prev,
 //    so L = the smallest block maximum (vectorizable max loops);
 //    larger k: a histogram of the keys' top 12 bits (sign, exponent, 3 mantissa bits); L = the
 //    start of the bin that holds the k-th largest key.
-// 2. The candidates (key >= L, branch-free compaction) are usually a small multiple of k; the
-//    k-th largest key tau among them comes from nth_element on their keys.
-// 3. One scan over the candidates in index order takes keys > tau and the first ties == tau.
+// 2. The candidates (key >= L, compacted in index order) are usually a small multiple of k.
+// 3. The k of them with the largest keys (ties: lower index), kept in index order.
 // (Measured per element at N = 1024: std::nth_element on the whole row 5x slower at k = 10; the
 // block bound 1.7 ns at k = 10 (histogram 2.3), the histogram 2.4 ns at k = 51 (block 4.0).)
 template <typename T>
@@ -94,9 +199,13 @@ class TopKSelector {
  public:
   using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
-  explicit TopKSelector(int64_t n) : keys_(n), cand_(n + 1), cand_keys_(n + 1), hist_(2048) {}
+  // The candidate buffers have kCompactSlack spare slots for the compaction's full-vector stores.
+  explicit TopKSelector(int64_t n)
+      : keys_(n), cand_(n + kCompactSlack), cand_keys_(n + kCompactSlack), pick_scratch_(n),
+        hist_(2048) {}
 
-  // idx must have room for k + 1 entries (the branch-free scan writes one past the last).
+  // idx must have room for k + 1 entries. Steps: PortableSteps or Avx512Steps.
+  template <typename Steps>
   inline __attribute__((always_inline)) void select(const T* g, int64_t n, int64_t k,
                                                     int32_t* idx) {
     if (k >= n) {
@@ -106,26 +215,8 @@ class TopKSelector {
     Key* key = keys_.data();
     for (int64_t i = 0; i < n; ++i) key[i] = rank_key(g[i]);
     const Key bound = k * 32 <= n ? block_bound(key, n, k) : histogram_bound(key, n, k);
-    int32_t* cand = cand_.data();
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) {  // branch-free: always write, advance when kept
-      cand[count] = static_cast<int32_t>(i);
-      count += key[i] >= bound;
-    }
-    Key* ck = cand_keys_.data();
-    for (int64_t c = 0; c < count; ++c) ck[c] = key[cand[c]];
-    std::nth_element(ck, ck + (count - k), ck + count);
-    const Key tau = ck[count - k];
-    int64_t ties = k;  // how many keys equal to tau to take
-    for (int64_t c = count - k; c < count; ++c) ties -= ck[c] > tau;
-    int64_t j = 0;
-    for (int64_t c = 0; c < count; ++c) {
-      const Key kc = key[cand[c]];
-      const bool take = kc > tau || (kc == tau && ties > 0);
-      ties -= take && kc == tau;
-      idx[j] = cand[c];
-      j += take;
-    }
+    const int64_t count = Steps::compact(key, n, bound, cand_.data(), cand_keys_.data());
+    Steps::pick(cand_.data(), cand_keys_.data(), count, k, idx, pick_scratch_.data());
   }
 
  private:
@@ -169,20 +260,40 @@ class TopKSelector {
   std::vector<Key> keys_;
   std::vector<int32_t> cand_;
   std::vector<Key> cand_keys_;
+  std::vector<Key> pick_scratch_;
   std::vector<int64_t> hist_;
 };
 
 // The selection compiled for AVX-512, AVX2 and the baseline, picked at load time (integer max
 // and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
-// masked backward took 8.6 ms instead of 11.3 ms.
+// masked backward took 8.6 ms instead of 11.3 ms. float32 on AVX-512 runs steps 2 and 3
+// with AVX-512 intrinsics (Avx512Steps) unless SNNKERNELS_PORTABLE_TOPK is set (the tests compare both).
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-SNN_CLONES void select_topk(TopKSelector<float>& s, const float* g, int64_t n, int64_t k,
-                            int32_t* idx) {
-  s.select(g, n, k, idx);
+SNN_CLONES void select_topk_portable(TopKSelector<float>& s, const float* g, int64_t n,
+                                     int64_t k, int32_t* idx) {
+  s.template select<PortableSteps>(g, n, k, idx);
 }
 SNN_CLONES void select_topk(TopKSelector<double>& s, const double* g, int64_t n, int64_t k,
                             int32_t* idx) {
-  s.select(g, n, k, idx);
+  s.template select<PortableSteps>(g, n, k, idx);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void select_topk_avx512(TopKSelector<float>& s,
+                                                             const float* g, int64_t n,
+                                                             int64_t k, int32_t* idx) {
+  s.template select<Avx512Steps>(g, n, k, idx);
+}
+bool use_avx512_topk() {
+  static const bool yes =
+      __builtin_cpu_supports("avx512f") && std::getenv("SNNKERNELS_PORTABLE_TOPK") == nullptr;
+  return yes;
+}
+#endif
+void select_topk(TopKSelector<float>& s, const float* g, int64_t n, int64_t k, int32_t* idx) {
+#if defined(__x86_64__)
+  if (use_avx512_topk()) return select_topk_avx512(s, g, n, k, idx);
+#endif
+  select_topk_portable(s, g, n, k, idx);
 }
 
 template <typename T>
@@ -203,6 +314,13 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
   const int64_t width = std::max<int64_t>(1, chunk_width(m) / row) * row;  // whole rows
   const int64_t chunks = (m + width - 1) / width;
   const T window = static_cast<T>(spec.width);
+  // TopK without `temporal` carries the unmasked g_h through time, as the dense backward does:
+  // one pass per step (the dense row) instead of the split grad_h / carry pair. Measured at
+  // T=25, B=256, N=1024, k=10, 2 threads: the op took 8.2-8.3 ms instead of 10.0-10.4.
+  const bool fused_step = !kWindow && !spec.temporal;
+  const auto dense_row_fn = params.uniform()
+                                ? backward_row<T, S, R, kDelay, kParamGrads, true>
+                                : backward_row<T, S, R, kDelay, kParamGrads, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 11, width);
@@ -240,10 +358,16 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
         T* dense_row = out.grad_x != nullptr ? out.grad_x + off : nullptr;
         // ActiveWindow's g_h is already the masked gradient: write it to grad_x directly.
         T* g_h = (kWindow && dense_row != nullptr) ? dense_row : g_local;
-        grad_h_row<T, S, R, kDelay, kWindow>(kDelay ? mem + off : pre + off, u_prev,
-                                             gs.base + t * gs.step, gm.base + t * gm.step,
-                                             cp.thr, cp.graded, p0, p1, window, carry, g_h,
-                                             thr_acc, d_graded, aux, len);
+        const T* h = kDelay ? mem + off : pre + off;
+        const T* g_spk = gs.base + t * gs.step;
+        const T* g_mem = gm.base + t * gm.step;
+        if (fused_step) {
+          dense_row_fn(h, u_prev, g_spk, g_mem, cp.beta_c, cp.thr, cp.graded, p0, p1, g_h, carry,
+                       d_beta, d_thr, d_graded, len);
+        } else {
+          grad_h_row<T, S, R, kDelay, kWindow>(h, u_prev, g_spk, g_mem, cp.thr, cp.graded, p0, p1,
+                                               window, carry, g_h, thr_acc, d_graded, aux, len);
+        }
         const T* carry_from = g_h;
         for (int64_t s = 0; s < len; s += row) {
           const int64_t r = (off + s) / row;  // global row index
@@ -275,6 +399,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
             }
           }
         }
+        if (fused_step) continue;
         if (!kWindow && spec.temporal) {
           carry_from = dense_row != nullptr ? dense_row : masked_local;
         }
