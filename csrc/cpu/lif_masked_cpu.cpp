@@ -92,6 +92,7 @@ void carry_row(const T* __restrict__ g_h, const T* __restrict__ u_prev,
 constexpr int64_t kCompactSlack = 16;
 
 struct PortableSteps {
+  static constexpr bool kCountedBound = false;
   template <typename Key>
   static int64_t compact(const Key* key, int64_t n, Key bound, int32_t* cand, Key* cand_keys) {
     int64_t count = 0;
@@ -130,6 +131,7 @@ struct PortableSteps {
 // mispredicted branches) were over half. The masked backward at T=25, B=256 (2 threads) took
 // 6.0-7.1 ms instead of 8.2-8.3.
 struct Avx512Steps {
+  static constexpr bool kCountedBound = true;
   // 16 keys per compare; the kept lanes are packed by vpcompressd and stored as full vectors.
   __attribute__((target("avx512f"))) static int64_t compact(const uint32_t* key, int64_t n,
                                                             uint32_t bound, int32_t* cand,
@@ -176,6 +178,55 @@ struct Avx512Steps {
     }
   }
 
+  // Step 1 for larger k (the portable selection uses a histogram, whose scattered increments
+  // were three quarters of the selection's time at N = 512, k = 26): a lower bound found by
+  // counting keys >= L with vector compares. L walks down from the largest key's power of two,
+  // one power at a time, to the first with at least k keys at or above it; then bisects between
+  // it and the last power with fewer, until at most kEnough keys (or ties alone) remain.
+  // Measured at T=25, B=256, N=512, k=26, 2 threads: the masked backward took 3.9-4.2 ms
+  // instead of 4.9-5.0.
+  static constexpr int64_t kEnough = 48;
+  __attribute__((target("avx512f"))) static uint32_t counted_bound(const uint32_t* key,
+                                                                   int64_t n, int64_t k) {
+    __m512i top_v = _mm512_setzero_si512();
+    for (int64_t i = 0; i < n; i += 16) {
+      top_v = _mm512_max_epu32(top_v, _mm512_maskz_loadu_epi32(lanes_below(n - i), key + i));
+    }
+    const uint64_t top = _mm512_reduce_max_epu32(top_v);
+    constexpr uint64_t kOneExponent = 1u << 23;
+    uint64_t hi = top + 1;  // fewer than k keys >= hi
+    uint64_t lo = top & ~(kOneExponent - 1);
+    int64_t at_lo = count_at_least(key, n, lo);
+    while (at_lo < k) {  // lo > 0 here: all n >= k keys are >= 0
+      hi = lo;
+      lo -= kOneExponent;
+      at_lo = count_at_least(key, n, lo);
+    }
+    while (at_lo > std::max(kEnough, k) && hi - lo > 1) {
+      const uint64_t mid = lo + (hi - lo) / 2;
+      const int64_t at_mid = count_at_least(key, n, mid);
+      if (at_mid >= k) {
+        lo = mid;
+        at_lo = at_mid;
+      } else {
+        hi = mid;
+      }
+    }
+    return static_cast<uint32_t>(lo);
+  }
+
+  __attribute__((target("avx512f"))) static int64_t count_at_least(const uint32_t* key,
+                                                                   int64_t n, uint64_t bound) {
+    const __m512i b = _mm512_set1_epi32(static_cast<int>(bound));
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 valid = lanes_below(n - i);
+      count += __builtin_popcount(
+          _mm512_mask_cmpge_epu32_mask(valid, _mm512_maskz_loadu_epi32(valid, key + i), b));
+    }
+    return count;
+  }
+
   // The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).
   static __mmask16 lanes_below(int64_t n) {
     return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
@@ -189,7 +240,7 @@ struct Avx512Steps {
 //    small k (k <= n / 32): split the row into k blocks; their k maxima are k distinct entries,
 //    so L = the smallest block maximum (vectorizable max loops);
 //    larger k: a histogram of the keys' top 12 bits (sign, exponent, 3 mantissa bits); L = the
-//    start of the bin that holds the k-th largest key.
+//    start of the bin that holds the k-th largest key (Avx512Steps: counted_bound instead).
 // 2. The candidates (key >= L, compacted in index order) are usually a small multiple of k.
 // 3. The k of them with the largest keys (ties: lower index), kept in index order.
 // (Measured per element at N = 1024: std::nth_element on the whole row 5x slower at k = 10; the
@@ -214,7 +265,14 @@ class TopKSelector {
     }
     Key* key = keys_.data();
     for (int64_t i = 0; i < n; ++i) key[i] = rank_key(g[i]);
-    const Key bound = k * 32 <= n ? block_bound(key, n, k) : histogram_bound(key, n, k);
+    Key bound;
+    if (k * 32 <= n) {
+      bound = block_bound(key, n, k);
+    } else if constexpr (Steps::kCountedBound) {
+      bound = Steps::counted_bound(key, n, k);
+    } else {
+      bound = histogram_bound(key, n, k);
+    }
     const int64_t count = Steps::compact(key, n, bound, cand_.data(), cand_keys_.data());
     Steps::pick(cand_.data(), cand_keys_.data(), count, k, idx, pick_scratch_.data());
   }
