@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "event_linear.h"
+#include "lif_checks.h"
 
 namespace snnkernels {
 namespace {
@@ -58,10 +59,20 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
               weight.sizes());
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
-  at::Tensor current = event_driven(x2)  // spikes: work over the nonzeros of x only
-                           ? call_spike_linear(x2, weight.contiguous(), bias)
-                       : bias.has_value() ? at::addmm(*bias, x2, weight.t())
-                                          : at::mm(x2, weight.t());
+  at::Tensor current;
+  if (event_driven(x2)) {  // spikes: work over the nonzeros of x only
+    current = call_spike_linear(x2, weight.contiguous(), bias);
+  } else {
+    // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh
+    // pages for this layer-sized intermediate, and faulting them in inside addmm's bias copy
+    // took 2.2-3.3 ms per call at [6400, 512] (profiled in bench_tabular's TopK step).
+    current = empty_output({steps * batch, n}, x.options());
+    if (bias.has_value()) {
+      at::addmm_out(current, *bias, x2, weight.t());
+    } else {
+      at::mm_out(current, x2, weight.t());
+    }
+  }
   return call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta, threshold, graded,
                           surrogate, p0, p1, reset, reset_delay);
 }
