@@ -58,7 +58,8 @@ static std::string build_info() {
 }
 
 TORCH_LIBRARY(snnkernels, m) {
-  // x [T, M] contiguous; mem0 [M] or None; beta/threshold/graded: 1-D with P elements, P a
+  // x [T, M] contiguous (on the CPU also one contiguous row broadcast over T, stride 0 over T);
+  // mem0 [M] or None; beta/threshold/graded: 1-D with P elements, P a
   // divisor of M, neuron n using element n % P (P = 1: scalar, P = N: per neuron of the last
   // dims, P = M: per element); in the accumulation dtype (float32 for float32/half/bfloat16 x,
   // float64 for float64 x). pre_reset is the membrane before the same-step reset: [T, M] when

@@ -175,8 +175,9 @@ def op_args(**overrides):
 
 
 @pytest.mark.parametrize("overrides, text", [
-    (dict(x=torch.randn(3, 8).t()), "x must be contiguous [T, M]"),
-    (dict(x=torch.randn(3, 2, 4)), "x must be contiguous [T, M]"),
+    (dict(x=torch.randn(3, 8).t()), "x must be contiguous [T, M] or one contiguous row "
+                                     "broadcast over T, got strides [1, 8]"),
+    (dict(x=torch.randn(3, 2, 4)), "x must be [T, M], got [3, 2, 4]"),
     (dict(x=torch.randn(3, 8, dtype=torch.float16)), "x must be float32 or float64"),
     (dict(beta=torch.full((3,), 0.9)), "beta must be 1-D with a number of elements dividing 8"),
     (dict(beta=torch.full((1, 1), 0.9)), "beta must be 1-D"),

@@ -12,8 +12,8 @@ import snnkernels
 from snnkernels import reference
 from snnkernels import surrogate as S
 
-from helpers import (RESETS, Case, ParamMode, assert_same_bits,
-                     check_against_reference, make_case, run_lif)
+from helpers import (FORWARD_TOL, GRAD_TOL, RESETS, Case, ParamMode, assert_close,
+                     assert_same_bits, check_against_reference, make_case, run_lif)
 
 PER_NEURON = ParamMode("per_neuron", True)
 PER_ELEMENT = ParamMode("per_element", True)
@@ -89,6 +89,33 @@ def test_non_contiguous_input(device, dtype, layout):
     assert_same_bits(run_lif(snnkernels.lif, strided, **kwargs),
                      run_lif(snnkernels.lif, case, **kwargs), layout)
     check_against_reference(strided, dtype, layout, **kwargs)
+
+
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_input_broadcast_over_time(device, dtype, reset_delay):
+    """x = c.expand(T, ...), a constant current (stride 0 over T; the CPU kernel reads it in
+    place): the same bits as its contiguous copy for outputs and every gradient, and the
+    reference's values."""
+    g = torch.Generator().manual_seed(9)
+    current = (torch.randn(4, 300, generator=g, dtype=torch.float64) * 1.5 + 0.6).to(dtype)
+    beta0 = torch.rand(300, generator=g, dtype=torch.float64).to(dtype) * 0.3 + 0.65
+    results = []
+    for fn, materialize in ((snnkernels.lif, False), (snnkernels.lif, True), (reference.lif, True)):
+        c = current.clone().to(device).requires_grad_(True)
+        beta = beta0.clone().to(device).requires_grad_(True)
+        x = c.expand(7, 4, 300)
+        x = x.contiguous() if materialize else x
+        spk, mem = fn(x, beta, reset_delay=reset_delay, reset_mechanism="zero")
+        loss = (spk * torch.linspace(-1, 1, 300, dtype=dtype, device=device)).sum() + (
+            mem * mem).sum() * 0.1
+        results.append((spk, mem, *torch.autograd.grad(loss, [c, beta])))
+    (in_place, copied, ref) = results
+    assert 0.05 < ref[0].mean() < 0.95, "inputs give too few or too many spikes"
+    tols = (FORWARD_TOL[dtype], FORWARD_TOL[dtype], GRAD_TOL[dtype], GRAD_TOL[dtype])
+    for name, a, b, r, tol in zip(("spk", "mem", "grad c", "grad beta"), in_place, copied, ref,
+                                  tols):
+        assert torch.equal(a, b), f"{name}: broadcast input differs from its copy"
+        assert_close(a, r, tol, name)
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0, 4), (3, 4, 0), (0,)],

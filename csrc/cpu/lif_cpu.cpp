@@ -42,9 +42,9 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
 }
 
 template <typename T, Reset R, bool kDelay>
-void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params params,
-                    T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre, int64_t steps,
-                    int64_t m) {
+void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict__ mem0,
+                    Params params, T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre,
+                    int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
   const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true>
@@ -64,7 +64,7 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
       }
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        row_fn(x + off, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
+        row_fn(x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
                kDelay ? nullptr : pre + off, len);
       }
     }
@@ -124,9 +124,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
     const at::Tensor& x, const c10::optional<at::Tensor>& mem0, const at::Tensor& beta,
     const at::Tensor& threshold, const at::Tensor& graded, int64_t /*surrogate*/, double /*p0*/,
     double /*p1*/, int64_t reset, bool reset_delay) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "snnkernels: x must be contiguous [T, M]");
+  TORCH_CHECK(x.dim() == 2, "snnkernels: x must be [T, M], got ", x.sizes());
   check_cpu_dtype(x);
   const int64_t steps = x.size(0), m = x.size(1);
+  // Contiguous, or one row broadcast over time (stride 0 over T: a constant input current, as
+  // TabularSNN's direct encoder gives), read in place instead of copied T times.
+  const bool rows_contiguous = m <= 1 || x.stride(1) == 1;
+  const bool broadcast = rows_contiguous && steps > 1 && x.stride(0) == 0;
+  TORCH_CHECK(x.is_contiguous() || broadcast,
+              "snnkernels: x must be contiguous [T, M] or one contiguous row broadcast over T, "
+              "got strides ", x.strides());
+  const int64_t x_step = broadcast ? 0 : m;
   check_state(mem0, x);
   check_param(beta, "beta", x, m);
   check_param(threshold, "threshold", x, m);
@@ -140,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
     const scalar_t* mem0_ptr = mem0.has_value() ? mem0->data_ptr<scalar_t>() : nullptr;
     dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
       forward_kernel<scalar_t, decltype(r)::value, decltype(delay)::value>(
-          x.data_ptr<scalar_t>(), mem0_ptr, params, spk.data_ptr<scalar_t>(),
+          x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
           mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps, m);
     });
   });
