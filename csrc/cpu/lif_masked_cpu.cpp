@@ -324,8 +324,8 @@ class TopKSelector {
 
 // The selection compiled for AVX-512, AVX2 and the baseline, picked at load time (integer max
 // and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
-// masked backward took 8.6 ms instead of 11.3 ms. float32 on AVX-512 runs steps 2 and 3
-// with AVX-512 intrinsics (Avx512Steps) unless SNNKERNELS_PORTABLE_TOPK is set (the tests compare both).
+// masked backward took 8.6 ms instead of 11.3 ms. float32 on an AVX-512 CPU runs Avx512Steps
+// unless SNNKERNELS_PORTABLE_TOPK is set (tests/test_topk_selection.py compares both).
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES void select_topk_portable(TopKSelector<float>& s, const float* g, int64_t n,
                                      int64_t k, int32_t* idx) {
