@@ -1,6 +1,7 @@
-// Device-generic forwards built from other ops: lif_forward_masked (lif_forward with the mask
-// arguments, for autograd) and linear_lif_forward (one GEMM for all T, or on the CPU the
-// event-driven spike_linear when x is mostly zeros, then lif_forward).
+// Device-generic ops built from other ops: lif_forward_masked (lif_forward with the mask
+// arguments, for autograd), linear_lif_forward (one GEMM for all T, or on the CPU the
+// event-driven spike_linear when x is mostly zeros, then lif_forward) and its dense synaptic
+// backward linear_dense_backward (GEMMs, or spike_weight_grad when x is mostly zeros).
 // Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
 // per-device lif_forward runs. The masked backward and the sparse synaptic backward have their
 // own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp, cuda/lif_masked_cuda.cu,
@@ -38,6 +39,13 @@ at::Tensor call_spike_linear(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias);
 }
 
+at::Tensor call_spike_weight_grad(const at::Tensor& grad, const at::Tensor& x) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("snnkernels::spike_weight_grad", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  return op.call(grad, x);
+}
+
 Triple lif_forward_masked(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
                           const at::Tensor& beta, const at::Tensor& threshold,
                           const at::Tensor& graded, int64_t surrogate, double p0, double p1,
@@ -60,7 +68,7 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
   at::Tensor current;
-  if (event_driven(x2)) {  // spikes: work over the nonzeros of x only
+  if (event_driven_layer(x2, n)) {  // spikes: work over the nonzeros of x only
     current = call_spike_linear(x2, weight.contiguous(), bias);
   } else {
     // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh
@@ -77,6 +85,32 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                           surrogate, p0, p1, reset, reset_delay);
 }
 
+// The GEMMs write into outputs from empty_output (on the CPU the output cache), like the
+// forward's current: with torch's allocator these layer-sized gradients came on fresh pages.
+Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                             bool need_x, bool need_weight, bool need_bias) {
+  TORCH_CHECK(grad.dim() == 2 && x.dim() == 2 && weight.dim() == 2 &&
+                  grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
+                  x.size(1) == weight.size(1),
+              "snnkernels: linear_dense_backward needs grad [R, N], x [R, F], weight [N, F], got ",
+              grad.sizes(), ", ", x.sizes(), ", ", weight.sizes());
+  const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
+  const auto opts = x.options();
+  at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
+  at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
+  at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
+  if (need_x) at::mm_out(grad_x, grad, weight);
+  if (need_weight) {
+    if (event_driven_layer(x, n)) {
+      grad_weight = call_spike_weight_grad(grad, x);
+    } else {
+      at::mm_out(grad_weight, grad.t(), x);
+    }
+  }
+  if (need_bias) at::sum_out(grad_bias, grad, 0);
+  return {grad_x, grad_weight, grad_bias};
+}
+
 #ifndef SNNKERNELS_WITH_CUDA
 void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
   TORCH_CHECK_NOT_IMPLEMENTED(false, "snnkernels: ", op.schema().name(),
@@ -90,11 +124,13 @@ void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
+  m.impl("linear_dense_backward", &linear_dense_backward);
 }
 
 TORCH_LIBRARY_IMPL(snnkernels, CUDA, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
+  m.impl("linear_dense_backward", &linear_dense_backward);
 #ifndef SNNKERNELS_WITH_CUDA  // with CUDA: registered by cuda/lif_masked_cuda.cu and
                               // cuda/linear_sparse_cuda.cu
   m.impl("lif_backward_masked", torch::CppFunction::makeFromBoxedFunction<&cpu_only>());

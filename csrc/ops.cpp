@@ -53,7 +53,8 @@ static std::string build_info() {
 #else
   info += ", \"openmp\": false";
 #endif
-  info += ", \"event_max_density\": " + std::to_string(kEventMaxDensity) + "}";
+  info += ", \"event_max_density\": " + std::to_string(kEventMaxDensity);
+  info += ", \"event_min_width\": " + std::to_string(kEventMinWidth) + "}";
   return info;
 }
 
@@ -109,6 +110,13 @@ TORCH_LIBRARY(snnkernels, m) {
       "linear_lif_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, Tensor threshold, "
       "Tensor graded, int surrogate, float p0, float p1, int reset, bool reset_delay, int mask, "
       "int k, float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset)");
+  // linear_lif's dense synaptic backward from the current's gradient grad [R, N]: grad_x =
+  // grad W [R, F], grad_weight = grad^T x [N, F] (over x's nonzeros when event_driven(x), as the
+  // forward), grad_bias = column sums of grad [N]; empty when not needed.
+  m.def(
+      "linear_dense_backward(Tensor grad, Tensor x, Tensor weight, bool need_x, "
+      "bool need_weight, bool need_bias) -> (Tensor grad_x, Tensor grad_weight, "
+      "Tensor grad_bias)");
   // The synaptic backward from a compact gradient (lif_backward_masked's ELL or CSR): x [R, F],
   // weight [N, F]. grad_x = dI W [R, F], grad_weight = dI^T x [N, F], grad_bias = column sums of
   // dI [N], each touching only the stored entries; empty when not needed.

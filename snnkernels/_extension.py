@@ -20,8 +20,9 @@ except ImportError as exc:  # pragma: no cover - only without a build
 @functools.lru_cache(maxsize=None)
 def build_info() -> dict:
     """What the extension was compiled with: {'torch', 'cuda', 'cuda_archs', 'openmp',
-    'event_max_density'} (the last: the density of x below which linear_lif runs its synapse
-    event-driven on the CPU)."""
+    'event_max_density', 'event_min_width'} (the last two: linear_lif runs its synapse
+    event-driven on the CPU when at most that share of x is nonzero and the layer has at least
+    that many neurons)."""
     return json.loads(torch.ops.snnkernels.build_info())
 
 

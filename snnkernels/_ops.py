@@ -123,6 +123,14 @@ def _spike_weight_grad_fake(grad, x):
     return x.new_empty((grad.shape[1], x.shape[1]))
 
 
+@torch.library.register_fake("snnkernels::linear_dense_backward")
+def _linear_dense_backward_fake(grad, x, weight, need_x, need_weight, need_bias):
+    n, f = weight.shape
+    return (x.new_empty((x.shape[0] if need_x else 0, f)),
+            x.new_empty((n if need_weight else 0, f)),
+            x.new_empty((n if need_bias else 0,)))
+
+
 @torch.library.register_fake("snnkernels::linear_sparse_backward")
 def _linear_sparse_backward_fake(values, indices, row_ptr, x, weight, need_x, need_weight,
                                  need_bias):
@@ -152,15 +160,6 @@ torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backwa
                                 setup_context=_setup_masked_context)
 
 
-def event_driven(x: torch.Tensor) -> bool:
-    """Whether the synapse runs over the nonzeros of x (spikes) instead of GEMMs: on the CPU,
-    when at most build_info()['event_max_density'] of x is nonzero (the op's rule, shared with
-    linear_lif_forward; csrc/event_linear.h)."""
-    if type(x) is not torch.Tensor or x.device.type != "cpu":
-        return False  # traced (fake / functional tensors): no data-dependent branch in a graph
-    return _lib.event_driven(x)
-
-
 def _setup_linear_context(ctx, inputs, output):
     x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs[:11]
     _, mem, pre = output
@@ -183,13 +182,9 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
     if mask == 0 or n == 0:  # dense (or no neurons, nothing to mask): LIF backward, GEMMs
         gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
             gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads)
-        gi = gi.view(steps * batch, n)
-        if needs[0]:
-            gx = (gi @ weight).view(steps, batch, features)
-        if needs[1]:
-            gw = _lib.spike_weight_grad(gi, x2) if event_driven(x2) else gi.t() @ x2
-        if needs[2]:
-            gb = gi.sum(0)
+        gx, gw, gb = _lib.linear_dense_backward(gi.view(steps * batch, n), x2, weight,
+                                                needs[0], needs[1], needs[2])
+        gx = gx.view(steps, batch, features) if needs[0] else None
     else:  # masked: the compact current gradient, then the sparse synaptic backward
         _, _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_masked(
             gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads, mask, n, k,

@@ -1,11 +1,11 @@
 """TabularSNN: the spiking MLP the study trains on tabular data (../shared/SPEC.md section 4).
 
 x [B, F] -> encoder -> [T, B, F] -> (Linear -> LIF) per hidden layer -> Linear -> readout.
-Each layer runs over the whole sequence at once: one matmul on [T*B, F] (nn.Linear on a
-[T, B, F] tensor), then one fused snnkernels.lif call on [T, B, H]. The model keeps no hidden
-state between calls (every forward starts from zero membranes), so a changed batch size,
-.to(device / dtype) and replicas need nothing special, and torch.compile(fullgraph=True)
-sees one graph.
+Each layer runs over the whole sequence at once: one matmul on [T*B, F], then one fused LIF
+call on [T, B, H] (on the CPU one snnkernels.linear_lif call for the layers after the first;
+see SpikingLinear.from_input). The model keeps no hidden state between calls (every forward
+starts from zero membranes), so a changed batch size, .to(device / dtype) and replicas need
+nothing special, and torch.compile(fullgraph=True) sees one graph.
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ class SpikingLinear(nn.Module):
                    reset_delay=self.reset_delay, sparse=self.sparse)
 
     def from_input(self, x):
-        """x: the layer's input [T, B, F]. Dense: self.linear, then the fused LIF. Sparse: the
-        fused snnkernels.linear_lif, whose synaptic backward touches only the kept entries."""
-        if self.sparse is None:
+        """x: the layer's input [T, B, F]. Sparse, and dense on the CPU: the fused
+        snnkernels.linear_lif (its synaptic backward touches only the kept entries; on the CPU
+        its GEMMs write into the output cache instead of fresh pages). Otherwise (CUDA, or
+        autocast, which casts nn.Linear's inputs): self.linear, then the fused LIF."""
+        dense_elsewhere = x.device.type != "cpu" or torch.is_autocast_enabled(x.device.type)
+        if self.sparse is None and dense_elsewhere:
             return self(self.linear(x))
         return linear_lif(x, self.linear.weight, self.linear.bias, self.beta, self.threshold,
                           surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,

@@ -11,9 +11,11 @@ import snnkernels
 
 def test_build_info_keys_and_types():
     info = snnkernels.build_info()
-    assert set(info) == {"torch", "cuda", "cuda_archs", "openmp", "event_max_density"}
+    assert set(info) == {"torch", "cuda", "cuda_archs", "openmp", "event_max_density",
+                         "event_min_width"}
     assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
     assert 0.0 <= info["event_max_density"] <= 1.0
+    assert isinstance(info["event_min_width"], int) and info["event_min_width"] >= 1
     assert isinstance(info["torch"], str) and isinstance(info["cuda_archs"], str)
     assert info == json.loads(torch.ops.snnkernels.build_info())
 
@@ -42,7 +44,7 @@ def test_openmp_enabled():
 def test_ops_registered():
     for name in ("lif_forward", "lif_backward", "build_info", "set_debug_poison",
                  "lif_forward_masked", "lif_backward_masked", "linear_lif_forward",
-                 "linear_sparse_backward", "spike_linear", "spike_weight_grad", "event_driven",
+                 "linear_sparse_backward", "linear_dense_backward", "spike_linear", "spike_weight_grad", "event_driven",
                  "cpu_cache_info", "cpu_cache_set_limit", "cpu_cache_release"):
         assert hasattr(torch.ops.snnkernels, name), name
     assert snnkernels.__all__ == ["lif", "linear_lif", "reference", "sparse", "surrogate",

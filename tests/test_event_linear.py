@@ -11,13 +11,13 @@ import torch
 import snnkernels
 from snnkernels import reference
 from snnkernels import sparse as sp
-from snnkernels._ops import event_driven
 
 from helpers import GRAD_TOL, Tol, assert_close, generator
 from test_linear_lif import layer_inputs, run_layer
 
 ops = torch.ops.snnkernels
 THRESHOLD = snnkernels.build_info()["event_max_density"]
+MIN_WIDTH = snnkernels.build_info()["event_min_width"]
 MATMUL_TOL = Tol(1e-12, 1e-12)
 
 
@@ -80,6 +80,7 @@ def test_opcheck():
 
 
 def test_rule():
+    event_driven = torch.ops.snnkernels.event_driven
     n = 1000
     at_threshold = torch.zeros(n)
     at_threshold[: int(THRESHOLD * n)] = 1
@@ -100,7 +101,7 @@ def ops_called(fn):
 def test_linear_lif_on_spikes_matches_reference(spec):
     """Below the density threshold linear_lif runs spike_linear (and, dense, spike_weight_grad),
     with the reference's results."""
-    inputs = layer_inputs(t=6, b=5, f=300, n=40)
+    inputs = layer_inputs(t=6, b=5, f=300, n=MIN_WIDTH)
     inputs["x"] = spikes(30, 300, THRESHOLD / 2, seed=5).view(6, 5, 300)
     inputs["weight"] = inputs["weight"] * 8  # enough current from few spikes to fire
     called = ops_called(lambda: run_layer(snnkernels.linear_lif, inputs, sparse=spec))
@@ -116,9 +117,19 @@ def test_linear_lif_on_spikes_matches_reference(spec):
 
 
 def test_dense_input_uses_gemm():
-    inputs = layer_inputs(t=3, b=4, f=20, n=8)
+    inputs = layer_inputs(t=3, b=4, f=20, n=MIN_WIDTH)
     assert "snnkernels::spike_linear" not in ops_called(
         lambda: run_layer(snnkernels.linear_lif, inputs))
+
+
+def test_narrow_layer_on_spikes_uses_gemm():
+    """Spikes into a layer narrower than event_min_width (e.g. a 2-class readout): GEMMs."""
+    inputs = layer_inputs(t=6, b=5, f=300, n=MIN_WIDTH - 1)
+    inputs["x"] = spikes(30, 300, THRESHOLD / 2, seed=5).view(6, 5, 300)
+    called = ops_called(lambda: run_layer(snnkernels.linear_lif, inputs))
+    assert "snnkernels::spike_linear" not in called
+    assert "snnkernels::spike_weight_grad" not in called
+    assert "snnkernels::linear_dense_backward" in called
 
 
 def test_same_bits_for_any_thread_count(restore_num_threads):

@@ -114,6 +114,10 @@ def test_opcheck_linear_ops():
     torch.library.opcheck(torch.ops.snnkernels.linear_sparse_backward.default,
                           (values, indices.int(), torch.empty(0, dtype=torch.int64), x2,
                            w.detach(), True, True, True))
+    grad = torch.randn(rows, n, generator=g, dtype=torch.float64)
+    for needs in ((True, True, True), (False, True, False)):
+        torch.library.opcheck(torch.ops.snnkernels.linear_dense_backward.default,
+                              (grad, x2, w.detach(), *needs))
     # CSR (ActiveWindow's form), with empty rows, and only some outputs
     row_ptr = torch.arange(rows + 1, dtype=torch.int64) // 2 * 3
     nnz = int(row_ptr[-1])
@@ -179,6 +183,19 @@ def test_sparse_synaptic_backward_with_an_empty_dimension(restore_num_threads, f
         expected_db = torch.zeros(n, dtype=db.dtype).index_add_(
             0, args[1].reshape(-1).long(), args[0].reshape(-1))
         assert_close(db, expected_db, GRAD_TOL[torch.float64], "db")
+
+
+def test_dense_synaptic_backward_checks_shapes():
+    g = generator(6)
+    grad, x, w = (torch.randn(*shape, generator=g, dtype=torch.float64)
+                  for shape in ((4, 5), (4, 3), (5, 3)))
+    dx, dw, db = torch.ops.snnkernels.linear_dense_backward(grad, x, w, True, True, True)
+    tol = GRAD_TOL[torch.float64]
+    assert_close(dx, grad @ w, tol, "dx")
+    assert_close(dw, grad.t() @ x, tol, "dW")
+    assert_close(db, grad.sum(0), tol, "db")
+    with pytest.raises(RuntimeError, match=r"needs grad \[R, N\], x \[R, F\], weight \[N, F\]"):
+        torch.ops.snnkernels.linear_dense_backward(grad, x, w[:, :2], True, True, True)
 
 
 def test_sparse_synaptic_backward_matches_dense_matmuls():
