@@ -96,17 +96,13 @@ Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const 
               grad.sizes(), ", ", x.sizes(), ", ", weight.sizes());
   const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
   const auto opts = x.options();
+  const bool event = need_weight && event_driven_layer(x, n);
   at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
-  at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
+  at::Tensor grad_weight = event ? call_spike_weight_grad(grad, x)
+                                 : empty_output({need_weight ? n : 0, f}, opts);
   at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
   if (need_x) at::mm_out(grad_x, grad, weight);
-  if (need_weight) {
-    if (event_driven_layer(x, n)) {
-      grad_weight = call_spike_weight_grad(grad, x);
-    } else {
-      at::mm_out(grad_weight, grad.t(), x);
-    }
-  }
+  if (need_weight && !event) at::mm_out(grad_weight, grad.t(), x);
   if (need_bias) at::sum_out(grad_bias, grad, 0);
   return {grad_x, grad_weight, grad_bias};
 }
