@@ -111,8 +111,8 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor graded, int surrogate, float p0, float p1, int reset, bool reset_delay, int mask, "
       "int k, float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset)");
   // linear_lif's dense synaptic backward from the current's gradient grad [R, N]: grad_x =
-  // grad W [R, F], grad_weight = grad^T x [N, F] (over x's nonzeros when event_driven(x), as the
-  // forward), grad_bias = column sums of grad [N]; empty when not needed.
+  // grad W [R, F], grad_weight = grad^T x [N, F] (over x's nonzeros when the forward's event
+  // rule holds for x and N), grad_bias = column sums of grad [N]; empty when not needed.
   m.def(
       "linear_dense_backward(Tensor grad, Tensor x, Tensor weight, bool need_x, "
       "bool need_weight, bool need_bias) -> (Tensor grad_x, Tensor grad_weight, "
@@ -129,7 +129,8 @@ TORCH_LIBRARY(snnkernels, m) {
   // grad^T x [N, F] for grad [R, N] over the same nonzeros.
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("spike_weight_grad(Tensor grad, Tensor x) -> Tensor");
-  // Whether linear_lif takes that path for x (see event_linear.h).
+  // The density half of the rule by which linear_lif takes that path (event_linear.h): x alone;
+  // linear_lif also needs a layer of at least build_info's event_min_width neurons.
   m.def("event_driven(Tensor x) -> bool");
   m.def("build_info() -> str", &build_info);
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a

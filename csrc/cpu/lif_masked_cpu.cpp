@@ -107,8 +107,8 @@ struct PortableSteps {
   // tau = the k-th largest candidate key (nth_element on a copy), then one scan in index order
   // takes the keys > tau and the first ties == tau.
   template <typename Key>
-  static void pick(const int32_t* cand, Key* cand_keys, int64_t count, int64_t k, int32_t* idx,
-                   Key* scratch) {
+  static void pick(const int32_t* cand, const Key* cand_keys, int64_t count, int64_t k,
+                   int32_t* idx, Key* scratch) {
     std::copy_n(cand_keys, count, scratch);
     std::nth_element(scratch, scratch + (count - k), scratch + count);
     const Key tau = scratch[count - k];
@@ -154,7 +154,8 @@ struct Avx512Steps {
   // Candidate c is taken when fewer than k candidates outrank it: rank = #(key > key_c) +
   // #(key == key_c among the earlier candidates), counted with vector compares against all
   // candidates (up to kMaxVecs * 16 of them; more fall back to the portable pick).
-  __attribute__((target("avx512f"))) static void pick(const int32_t* cand, uint32_t* cand_keys,
+  __attribute__((target("avx512f"))) static void pick(const int32_t* cand,
+                                                      const uint32_t* cand_keys,
                                                       int64_t count, int64_t k, int32_t* idx,
                                                       uint32_t* scratch) {
     constexpr int64_t kMaxVecs = 8;
@@ -186,13 +187,10 @@ struct Avx512Steps {
   // Measured at T=25, B=256, N=512, k=26, 2 threads: the masked backward took 3.9-4.2 ms
   // instead of 4.9-5.0.
   static constexpr int64_t kEnough = 48;
+  // top: the largest key.
   __attribute__((target("avx512f"))) static uint32_t counted_bound(const uint32_t* key,
-                                                                   int64_t n, int64_t k) {
-    __m512i top_v = _mm512_setzero_si512();
-    for (int64_t i = 0; i < n; i += 16) {
-      top_v = _mm512_max_epu32(top_v, _mm512_maskz_loadu_epi32(lanes_below(n - i), key + i));
-    }
-    const uint64_t top = _mm512_reduce_max_epu32(top_v);
+                                                                   int64_t n, int64_t k,
+                                                                   uint64_t top) {
     constexpr uint64_t kOneExponent = 1u << 23;
     uint64_t hi = top + 1;  // fewer than k keys >= hi
     uint64_t lo = top & ~(kOneExponent - 1);
@@ -269,7 +267,7 @@ class TopKSelector {
     if (k * 32 <= n) {
       bound = block_bound(key, n, k);
     } else if constexpr (Steps::kCountedBound) {
-      bound = Steps::counted_bound(key, n, k);
+      bound = Steps::counted_bound(key, n, k, block_max(key, n));
     } else {
       bound = histogram_bound(key, n, k);
     }
