@@ -6,8 +6,10 @@ forward current x W^T + b as one GEMM (torch.addmm) and as snnkernels' spike_lin
 nonzeros of x, and the weight gradient grad^T x as a GEMM and as spike_weight_grad, for binary x
 at each spike rate. Prints a table, the crossover rate per shape (the largest rate at which the
 event path is still faster, for forward + weight gradient together), and writes
-event_cpu.{md,json} to --out (default benchmarks/results). linear_lif takes the event path at
-densities <= build_info()['event_max_density'] (csrc/event_linear.h), chosen from these results.
+event_cpu.{md,json} to --out (default benchmarks/results), or event_cpu_portable.{md,json} when
+the kernels' portable path runs (SNNKERNELS_PORTABLE=1, or a CPU without AVX-512). linear_lif
+takes the event path at densities <= build_info()['event_max_density']['float32']
+(csrc/event_linear.h), chosen from these results.
 
     python benchmarks/bench_event.py [--reps 7] [--out DIR]
 """
@@ -26,8 +28,8 @@ import torch
 import snnkernels
 
 ops = torch.ops.snnkernels
-RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-SHAPES = ((1024, 1024), (512, 512), (128, 128))
+RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+SHAPES = ((1024, 1024), (512, 512), (128, 128), (128, 16), (128, 2))
 ROWS = 25 * 256
 
 
@@ -64,16 +66,21 @@ def main() -> None:
             print(f"F={f} N={n} rate {rate:.3f}: forward GEMM {r['gemm_fwd_ms']:.2f} / event "
                   f"{r['event_fwd_ms']:.2f} ms, dW GEMM {r['gemm_dw_ms']:.2f} / event "
                   f"{r['event_dw_ms']:.2f} ms, event {r['speedup']:.2f}x", flush=True)
-        faster = [r["rate"] for r in rows if r["features"] == f and r["speedup"] > 1]
+        faster = [r["rate"] for r in rows
+                  if (r["features"], r["neurons"]) == (f, n) and r["speedup"] > 1]
         crossover[f"{f}x{n}"] = max(faster) if faster else None
+    info = snnkernels.build_info()
     meta = dict(torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), load_average=os.getloadavg()[0],
-                rows=ROWS, event_max_density=snnkernels.build_info()["event_max_density"])
+                rows=ROWS, path="AVX-512" if info["avx512"] else "portable",
+                event_max_density=info["event_max_density"]["float32"])
+    name = "event_cpu" if info["avx512"] else "event_cpu_portable"
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "event_cpu.json"), "w") as fh:
+    with open(os.path.join(args.out, name + ".json"), "w") as fh:
         json.dump(dict(meta=meta, rows=rows, crossover=crossover), fh, indent=2)
-    with open(os.path.join(args.out, "event_cpu.md"), "w") as fh:
-        fh.write("# Event-driven synapse vs GEMM, against the input spike rate\n\n")
+    with open(os.path.join(args.out, name + ".md"), "w") as fh:
+        fh.write(f"# Event-driven synapse ({meta['path']} kernels) vs GEMM, against the input "
+                 "spike rate\n\n")
         fh.write(f"R = {ROWS} rows (T=25, B=256), float32, binary x; torch {meta['torch']}, "
                  f"{meta['threads']} threads, 1-min load average {meta['load_average']:.2f}; "
                  f"median of {args.reps}. linear_lif's threshold: density <= "

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/avx512.h"
 #include "debug_poison.h"
 #include "event_linear.h"
 #include "output_pool.h"
@@ -53,8 +54,10 @@ static std::string build_info() {
 #else
   info += ", \"openmp\": false";
 #endif
-  info += ", \"event_max_density\": " + std::to_string(kEventMaxDensity);
-  info += ", \"event_min_width\": " + std::to_string(kEventMinWidth) + "}";
+  info += ", \"event_max_density\": {\"float32\": " + std::to_string(event_max_density(at::kFloat)) +
+          ", \"float64\": " + std::to_string(event_max_density(at::kDouble)) + "}";
+  info += ", \"event_min_width\": " + std::to_string(kEventMinWidth);
+  info += std::string(", \"avx512\": ") + (use_avx512() ? "true" : "false") + "}";
   return info;
 }
 

@@ -1,9 +1,15 @@
 """The event-driven synapse for spike inputs (csrc/cpu/spike_linear_cpu.cpp): spike_linear and
-spike_weight_grad against the dense matmuls (float64, rel. 1e-12: another summation order), and
-linear_lif choosing it from x's density, with the same results as snnkernels.reference.linear_lif
-(tests/helpers.py tolerances) and the same bits for any thread count."""
+spike_weight_grad against the dense matmuls (float64, rel. 1e-12: another summation order;
+float32 against the float64 matmul within GRAD_TOL), and linear_lif choosing it from x's density,
+with the same results as snnkernels.reference.linear_lif (tests/helpers.py tolerances) and the
+same bits for any thread count. float32 runs the kernels' AVX-512 path on CPUs that have it; a
+subprocess with SNNKERNELS_PORTABLE=1 runs the portable path, and both must give the same bits."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +22,8 @@ from helpers import GRAD_TOL, Tol, assert_close, generator
 from test_linear_lif import layer_inputs, run_layer
 
 ops = torch.ops.snnkernels
-THRESHOLD = snnkernels.build_info()["event_max_density"]
+THRESHOLDS = snnkernels.build_info()["event_max_density"]
+THRESHOLD = THRESHOLDS["float64"]  # the float64 tests' inputs
 MIN_WIDTH = snnkernels.build_info()["event_min_width"]
 MATMUL_TOL = Tol(1e-12, 1e-12)
 
@@ -79,15 +86,17 @@ def test_opcheck():
     torch.library.opcheck(ops.spike_weight_grad, (torch.randn(9, 6, dtype=torch.float64), x))
 
 
-def test_rule():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_rule(dtype):
     event_driven = torch.ops.snnkernels.event_driven
+    threshold = THRESHOLDS[str(dtype).removeprefix("torch.")]
     n = 1000
-    at_threshold = torch.zeros(n)
-    at_threshold[: int(THRESHOLD * n)] = 1
+    at_threshold = torch.zeros(n, dtype=dtype)
+    at_threshold[: int(threshold * n)] = 1
     above = at_threshold.clone()
-    above[int(THRESHOLD * n)] = 1
+    above[int(threshold * n)] = 1
     assert event_driven(at_threshold) and not event_driven(above)
-    assert not event_driven(torch.zeros(0))
+    assert not event_driven(torch.zeros(0, dtype=dtype))
 
 
 def ops_called(fn):
@@ -142,3 +151,85 @@ def test_same_bits_for_any_thread_count(restore_num_threads):
         results.append((ops.spike_linear(x, w, None), ops.spike_weight_grad(grad, x)))
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
+
+
+# float32 cases for the AVX-512 path's edges: rows beyond a 64-row tile, features beyond a 64-bit
+# word and not a multiple of 16, outputs beyond a 128-wide register block and not a multiple of
+# 16, one output; spikes, graded values, and NaN / -0.0 in x.
+FLOAT32_CASES = [(6400, 128, 128), (130, 70, 45), (65, 200, 300), (64, 16, 1), (3, 1, 17),
+                 (200, 129, 129)]
+
+
+def float32_case(rows, features, n, kind, seed=0):
+    g = generator(seed)
+    x = spikes(rows, features, 0.2, seed=seed, dtype=torch.float32)
+    if kind == "graded":
+        x = x * torch.randn(rows, features, generator=g)
+    elif kind == "special":
+        x[0, :] = -0.0
+        x[-1, -1] = float("nan")
+        x[rows // 2, :: 3] = 1.0
+    w = torch.randn(n, features, generator=g)
+    b = torch.randn(n, generator=g)
+    grad = torch.randn(rows, n, generator=g)
+    return x, w, b, grad
+
+
+def float32_results():
+    out = []
+    for shape in FLOAT32_CASES:
+        for kind in ("spikes", "graded", "special"):
+            x, w, b, grad = float32_case(*shape, kind)
+            out += [ops.spike_linear(x, w, b), ops.spike_linear(x, w, None),
+                    ops.spike_weight_grad(grad, x)]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["spikes", "graded"])
+@pytest.mark.parametrize("shape", FLOAT32_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_float32_equals_float64_matmul(shape, kind):
+    x, w, b, grad = float32_case(*shape, kind)
+    d = torch.float64
+    tol = GRAD_TOL[torch.float32]
+    assert_close(ops.spike_linear(x, w, b).to(d), torch.addmm(b.to(d), x.to(d), w.to(d).t()), tol,
+                 "spike_linear")
+    assert_close(ops.spike_weight_grad(grad, x).to(d), grad.to(d).t() @ x.to(d), tol,
+                 "spike_weight_grad")
+
+
+def test_float32_nan_and_signed_zero():
+    """NaN in x reaches exactly its outputs (its row forward, its column in dW); -0.0 is no event."""
+    x, w, b, grad = float32_case(65, 200, 300, "special")
+    out = ops.spike_linear(x, w, b)
+    dw = ops.spike_weight_grad(grad, x)
+    assert out[-1].isnan().all() and not out[:-1].isnan().any()
+    assert dw[:, -1].isnan().all() and not dw[:, :-1].isnan().any()
+    assert torch.equal(out[0], b)  # a row of -0.0: the bias alone
+
+
+def test_portable_path_gives_the_same_bits(tmp_path):
+    """The float32 results with SNNKERNELS_PORTABLE=1 (a subprocess) equal this process's."""
+    script = tmp_path / "run_event.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "import snnkernels\n"
+        "from test_event_linear import float32_results\n"
+        "torch.save(float32_results(), sys.argv[1])\n")
+    saved = tmp_path / "portable.pt"
+    env = dict(os.environ, SNNKERNELS_PORTABLE="1")
+    subprocess.run([sys.executable, str(script), str(saved)], env=env, check=True)
+    portable = torch.load(saved)
+    here = float32_results()
+    assert len(portable) == len(here)
+    for p, h in zip(portable, here):
+        assert torch.equal(p.nan_to_num(nan=7.0), h.nan_to_num(nan=7.0))
+
+
+def test_float32_same_bits_for_any_thread_count(restore_num_threads):
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(float32_results())
+    for a, b in zip(*results):
+        assert torch.equal(a.nan_to_num(nan=7.0), b.nan_to_num(nan=7.0))

@@ -4,7 +4,7 @@ and k from 1 to N - 1. With T = 1, reset_delay, no reset, the straight-through s
 membrane gradient, the current gradient g_h equals grad_spk, so a row's selection can be set
 exactly. Expected: the k largest |v| (NaN ranks as +inf), ties to the lower index.
 
-The float32 selection has an AVX-512 path and a portable one (SNNKERNELS_PORTABLE_TOPK=1); the
+The float32 selection has an AVX-512 path and a portable one (SNNKERNELS_PORTABLE=1); the
 same checks run in a subprocess with the portable path, and both must give the same bits."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_selection_is_the_stable_topk(n, k, dtype):
 
 
 def test_portable_path_gives_the_same_bits(tmp_path):
-    """The selection with SNNKERNELS_PORTABLE_TOPK=1 (a subprocess) equals this process's."""
+    """The selection with SNNKERNELS_PORTABLE=1 (a subprocess) equals this process's."""
     script = tmp_path / "run_selection.py"
     script.write_text(
         "import sys, torch\n"
@@ -89,7 +89,7 @@ def test_portable_path_gives_the_same_bits(tmp_path):
         " for n, k in CASES]\n"
         "torch.save(out, sys.argv[1])\n")
     saved = tmp_path / "portable.pt"
-    env = dict(os.environ, SNNKERNELS_PORTABLE_TOPK="1")
+    env = dict(os.environ, SNNKERNELS_PORTABLE="1")
     subprocess.run([sys.executable, str(script), str(saved)], env=env, check=True)
     portable = torch.load(saved)
     here = [select(hard_rows(n, d), k) for d in (torch.float32, torch.float64) for n, k in CASES]

@@ -26,11 +26,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "avx512.h"
 #include "lif_cpu_common.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace snnkernels {
 namespace {
@@ -225,10 +222,6 @@ struct Avx512Steps {
     return count;
   }
 
-  // The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).
-  static __mmask16 lanes_below(int64_t n) {
-    return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-  }
 };
 #endif
 
@@ -323,7 +316,7 @@ class TopKSelector {
 // The selection compiled for AVX-512, AVX2 and the baseline, picked at load time (integer max
 // and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
 // masked backward took 8.6 ms instead of 11.3 ms. float32 on an AVX-512 CPU runs Avx512Steps
-// unless SNNKERNELS_PORTABLE_TOPK is set (tests/test_topk_selection.py compares both).
+// unless SNNKERNELS_PORTABLE is set (avx512.h; tests/test_topk_selection.py compares both).
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES void select_topk_portable(TopKSelector<float>& s, const float* g, int64_t n,
                                      int64_t k, int32_t* idx) {
@@ -339,15 +332,10 @@ __attribute__((target("avx512f"))) void select_topk_avx512(TopKSelector<float>& 
                                                              int64_t k, int32_t* idx) {
   s.template select<Avx512Steps>(g, n, k, idx);
 }
-bool use_avx512_topk() {
-  static const bool yes =
-      __builtin_cpu_supports("avx512f") && std::getenv("SNNKERNELS_PORTABLE_TOPK") == nullptr;
-  return yes;
-}
 #endif
 void select_topk(TopKSelector<float>& s, const float* g, int64_t n, int64_t k, int32_t* idx) {
 #if defined(__x86_64__)
-  if (use_avx512_topk()) return select_topk_avx512(s, g, n, k, idx);
+  if (use_avx512()) return select_topk_avx512(s, g, n, k, idx);
 #endif
   select_topk_portable(s, g, n, k, idx);
 }

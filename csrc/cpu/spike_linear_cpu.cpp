@@ -5,17 +5,21 @@
 //   spike_weight_grad: grad_W[:, f] = sum over r with x[r, f] != 0, ascending, of
 //                                  x[r, f] * grad[r, :]                   (grad [R, N])
 // Cost O(nnz(x) * N) against the GEMMs' O(R * F * N). linear_lif picks these over the GEMMs when
-// the measured density of x is below kEventMaxDensity (event_linear.h; the crossover measured in
-// benchmarks/results/event_cpu.md). Deterministic: every output row is summed by one task in a
+// the measured density of x is below event_max_density (event_linear.h; the crossovers measured
+// in benchmarks/results/event_cpu*.md). Deterministic: every output row is summed by one task in a
 // fixed order, so the bits do not depend on the thread count; they differ from the GEMM's in
 // rounding only (another summation order).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
+#include <type_traits>
+#include <vector>
 
 #include "../event_linear.h"
+#include "avx512.h"
 #include "../lif_checks.h"
 
 namespace snnkernels {
@@ -25,6 +29,215 @@ namespace {
 template <typename T>
 void axpy(T v, const T* __restrict__ w, T* __restrict__ acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += v * w[i];
+}
+
+// The portable kernels (any floating type; also float32 without AVX-512). out rows [r0, r1).
+template <typename T>
+void spike_linear_rows(const T* xp, int64_t f, const T* wp, int64_t n, const T* bp, T* op,
+                       int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    T* acc = op + r * n;
+    if (bp != nullptr) {
+      std::copy(bp, bp + n, acc);
+    } else {
+      std::fill(acc, acc + n, T(0));
+    }
+    const T* xr = xp + r * f;
+    for (int64_t j = 0; j < f; ++j) {
+      if (xr[j] != T(0)) axpy(xr[j], wp + j * n, acc, n);
+    }
+  }
+}
+
+// grad_wt rows [f0, f1) (zeroed by the caller): every row r of x, in order.
+template <typename T>
+void spike_weight_grad_features(const T* xp, int64_t rows, int64_t f, const T* gp, int64_t n,
+                                T* wp, int64_t f0, int64_t f1) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = xp + r * f;
+    for (int64_t j = f0; j < f1; ++j) {
+      if (xr[j] != T(0)) axpy(xr[j], gp + r * n, wp + j * n, n);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// float32 with AVX-512: the same sums in the same order, so the same bits (each term v * w is
+// rounded, then added onto the running sum; for v == 1 the term is w itself). What differs: the
+// nonzeros of x are found as bit masks (16 compares at a time, no branch per entry), and the
+// running sums of 64 outputs at a time stay in registers. Measured in
+// benchmarks/results/event_cpu.md.
+namespace avx512 {
+
+constexpr int kMaxVectors = 8;  // outputs per register block: 8 x 16 floats
+constexpr int64_t kSlice = 16 * kMaxVectors;
+
+// Bit j set where x[j] != 0, j < len <= 64 (NaN counts, -0.0 does not: the portable x != 0).
+// `ones` is cleared when a nonzero is not 1.
+__attribute__((target("avx512f"))) uint64_t nonzero_bits(const float* x, int64_t len,
+                                                        bool& ones) {
+  uint64_t bits = 0;
+  for (int64_t j = 0; j < len; j += 16) {
+    const __mmask16 lanes = lanes_below(len - j);
+    const __m512 xv = _mm512_maskz_loadu_ps(lanes, x + j);
+    const __mmask16 nz = _mm512_mask_cmp_ps_mask(lanes, xv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    const __mmask16 one = _mm512_mask_cmp_ps_mask(lanes, xv, _mm512_set1_ps(1.0f), _CMP_EQ_OQ);
+    ones = ones && nz == one;
+    bits |= static_cast<uint64_t>(nz) << j;
+  }
+  return bits;
+}
+
+// In place: bit c of a[r] becomes bit r of a[c] (a 64 x 64 bit matrix transposed by swapping
+// ever smaller blocks; Hacker's Delight, 7-3).
+inline void transpose_bits(uint64_t a[64]) {
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= m << j) {
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k | j] ^= t;
+      a[k] ^= t << j;
+    }
+  }
+}
+
+// out[0, V * 16) (the last vector's lanes `tail` only) = start + the sum over the events i, the
+// set bits of masks[0, words) (i = 64 * word + bit) ascending, of x[i * xstride] *
+// rows[i * stride + (0, V * 16)]; start = init, or zeros when init is null. kOnes: every x[i]
+// is 1.
+template <int V, bool kOnes>
+__attribute__((target("avx512f"))) void sum_events(const uint64_t* masks, int64_t words,
+                                                   const float* rows, int64_t stride,
+                                                   const float* x, int64_t xstride,
+                                                   const float* init, __mmask16 tail, float* out) {
+  auto lanes = [tail](int v) { return v == V - 1 ? tail : __mmask16(0xffff); };
+  // Two arrays of at most 4: GCC 12 kept a single array of 8 on the stack as well, stored every
+  // event (1.3x slower at 128 x 128).
+  constexpr int kLow = V < 4 ? V : 4;
+  __m512 low[kLow], high[V - kLow > 0 ? V - kLow : 1];
+  for (int v = 0; v < kLow; ++v) {
+    low[v] = init != nullptr ? _mm512_maskz_loadu_ps(lanes(v), init + 16 * v) : _mm512_setzero_ps();
+  }
+  for (int v = kLow; v < V; ++v) {
+    high[v - kLow] =
+        init != nullptr ? _mm512_maskz_loadu_ps(lanes(v), init + 16 * v) : _mm512_setzero_ps();
+  }
+  for (int64_t w = 0; w < words; ++w) {
+    for (uint64_t events = masks[w]; events != 0; events &= events - 1) {
+      const int64_t i = 64 * w + __builtin_ctzll(events);
+      const float* row = rows + i * stride;
+      const __m512 s = _mm512_set1_ps(kOnes ? 1.0f : x[i * xstride]);
+      for (int v = 0; v < kLow; ++v) {
+        const __m512 term = _mm512_maskz_loadu_ps(lanes(v), row + 16 * v);
+        low[v] = _mm512_add_ps(low[v], kOnes ? term : _mm512_mul_ps(s, term));
+      }
+      for (int v = kLow; v < V; ++v) {
+        const __m512 term = _mm512_maskz_loadu_ps(lanes(v), row + 16 * v);
+        high[v - kLow] = _mm512_add_ps(high[v - kLow], kOnes ? term : _mm512_mul_ps(s, term));
+      }
+    }
+  }
+  for (int v = 0; v < kLow; ++v) _mm512_mask_storeu_ps(out + 16 * v, lanes(v), low[v]);
+  for (int v = kLow; v < V; ++v) _mm512_mask_storeu_ps(out + 16 * v, lanes(v), high[v - kLow]);
+}
+
+// sum_events over outputs [0, width), kSlice at a time.
+__attribute__((target("avx512f"))) void sum_events_wide(const uint64_t* masks, int64_t words,
+                                                        bool ones, const float* rows,
+                                                        int64_t stride, const float* x,
+                                                        int64_t xstride, const float* init,
+                                                        int64_t width, float* out) {
+  for (int64_t c0 = 0; c0 < width; c0 += kSlice) {
+    const int64_t left = width - c0;
+    const int vectors = static_cast<int>(std::min<int64_t>(kMaxVectors, (left + 15) / 16));
+    const __mmask16 tail = lanes_below(left - 16 * (vectors - 1));
+    const float* start = init != nullptr ? init + c0 : nullptr;
+    switch (vectors) {
+#define SNN_CASE(V)                                                                           \
+  case V:                                                                                     \
+    if (ones) {                                                                               \
+      sum_events<V, true>(masks, words, rows + c0, stride, x, xstride, start, tail, out + c0); \
+    } else {                                                                                  \
+      sum_events<V, false>(masks, words, rows + c0, stride, x, xstride, start, tail, out + c0); \
+    }                                                                                         \
+    break;
+      SNN_CASE(1) SNN_CASE(2) SNN_CASE(3) SNN_CASE(4) SNN_CASE(5) SNN_CASE(6) SNN_CASE(7)
+      SNN_CASE(8)
+#undef SNN_CASE
+    }
+  }
+}
+
+// out row r = bias + the rows of wt [F, N] of x[r]'s nonzeros, ascending.
+__attribute__((target("avx512f"))) void spike_linear_rows(const float* xp, int64_t f,
+                                                          const float* wp, int64_t n,
+                                                          const float* bp, float* op, int64_t r0,
+                                                          int64_t r1) {
+  const int64_t words = (f + 63) / 64;
+  std::vector<uint64_t> masks(words);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = xp + r * f;
+    bool ones = true;
+    for (int64_t w = 0; w < words; ++w) {
+      masks[w] = nonzero_bits(xr + 64 * w, std::min<int64_t>(64, f - 64 * w), ones);
+    }
+    sum_events_wide(masks.data(), words, ones, wp, n, xr, 1, bp, n, op + r * n);
+  }
+}
+
+// grad_wt rows [f0, f1), zeroed by the caller, in tiles of 64 rows of x x 64 features: the
+// nonzeros of the tile become a bit per (row, feature), transposed to a row set per feature, and
+// each feature's rows of grad are summed in registers onto its running sum, a slice of kSlice
+// outputs at a time (the tile's rows of that slice of grad, 32 KB, stay in L1).
+__attribute__((target("avx512f"))) void spike_weight_grad_features(
+    const float* xp, int64_t rows, int64_t f, const float* gp, int64_t n, float* wp, int64_t f0,
+    int64_t f1) {
+  uint64_t bits[64];
+  for (int64_t b0 = 0; b0 < rows; b0 += 64) {
+    const int64_t block = std::min<int64_t>(64, rows - b0);
+    for (int64_t t0 = f0; t0 < f1; t0 += 64) {
+      const int64_t width = std::min<int64_t>(64, f1 - t0);
+      bool ones = true;
+      for (int64_t r = 0; r < 64; ++r) {
+        bits[r] = r < block ? nonzero_bits(xp + (b0 + r) * f + t0, width, ones) : 0;
+      }
+      transpose_bits(bits);
+      for (int64_t c0 = 0; c0 < n; c0 += kSlice) {
+        for (int64_t j = 0; j < width; ++j) {
+          if (bits[j] == 0) continue;
+          float* sums = wp + (t0 + j) * n + c0;
+          sum_events_wide(&bits[j], 1, ones, gp + b0 * n + c0, n, xp + b0 * f + t0 + j, f, sums,
+                          std::min(kSlice, n - c0), sums);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace avx512
+#endif
+
+// The kernel for T: the AVX-512 one for float32 where it runs, else the portable one.
+template <typename T>
+void linear_rows(const T* xp, int64_t f, const T* wp, int64_t n, const T* bp, T* op, int64_t r0,
+                 int64_t r1) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512()) return avx512::spike_linear_rows(xp, f, wp, n, bp, op, r0, r1);
+  }
+#endif
+  spike_linear_rows(xp, f, wp, n, bp, op, r0, r1);
+}
+
+template <typename T>
+void weight_grad_features(const T* xp, int64_t rows, int64_t f, const T* gp, int64_t n, T* wp,
+                          int64_t f0, int64_t f1) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512()) return avx512::spike_weight_grad_features(xp, rows, f, gp, n, wp, f0, f1);
+  }
+#endif
+  spike_weight_grad_features(xp, rows, f, gp, n, wp, f0, f1);
 }
 
 void check_dense_2d(const at::Tensor& t, const char* name) {
@@ -56,18 +269,7 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
     const T* bp = bias.has_value() ? bias->data_ptr<T>() : nullptr;
     T* op = out.data_ptr<T>();
     at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        T* acc = op + r * n;
-        if (bp != nullptr) {
-          std::copy(bp, bp + n, acc);
-        } else {
-          std::fill(acc, acc + n, T(0));
-        }
-        const T* xr = xp + r * f;
-        for (int64_t j = 0; j < f; ++j) {
-          if (xr[j] != T(0)) axpy(xr[j], wp + j * n, acc, n);
-        }
-      }
+      linear_rows(xp, f, wp, n, bp, op, r0, r1);
     });
   });
   return out;
@@ -90,12 +292,7 @@ at::Tensor spike_weight_grad_cpu(const at::Tensor& grad, const at::Tensor& x) {
       // A task owns a range of features and walks all rows in order: each output row has one
       // owner that adds its terms in ascending r.
       at::parallel_for(0, f, 8, [&](int64_t f0, int64_t f1) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* xr = xp + r * f;
-          for (int64_t j = f0; j < f1; ++j) {
-            if (xr[j] != T(0)) axpy(xr[j], gp + r * n, wp + j * n, n);
-          }
-        }
+        weight_grad_features(xp, rows, f, gp, n, wp, f0, f1);
       });
     });
   }
@@ -104,6 +301,10 @@ at::Tensor spike_weight_grad_cpu(const at::Tensor& grad, const at::Tensor& x) {
 
 }  // namespace
 
+double event_max_density(at::ScalarType dtype) {
+  return dtype == at::kFloat && use_avx512() ? kEventMaxDensityAvx512 : kEventMaxDensityPortable;
+}
+
 // Counting stops once the limit is passed (dense inputs, the common case, decide after a small
 // part of x), and runs in parallel otherwise: torch.count_nonzero took 4 ms on [6400, 512],
 // as long as the GEMM it was deciding about.
@@ -111,7 +312,8 @@ bool event_driven(const at::Tensor& x) {
   if (!x.is_cpu() || x.numel() == 0 || !at::isFloatingType(x.scalar_type())) return false;
   const at::Tensor xc = x.contiguous();
   const int64_t numel = xc.numel();
-  const auto limit = static_cast<int64_t>(kEventMaxDensity * static_cast<double>(numel));
+  const auto limit =
+      static_cast<int64_t>(event_max_density(xc.scalar_type()) * static_cast<double>(numel));
   std::atomic<int64_t> total{0};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "event_driven", [&] {
     const scalar_t* p = xc.data_ptr<scalar_t>();

@@ -1,0 +1,34 @@
+// What the CPU kernels' AVX-512 paths share: whether to take them, and tail masks.
+// The float32 paths written with AVX-512 intrinsics (the TopK selection in lif_masked_cpu.cpp,
+// the event-driven synapse in spike_linear_cpu.cpp) run on CPUs with AVX-512F unless the
+// environment variable SNNKERNELS_PORTABLE is set (read once); otherwise the portable code runs.
+// Both give the same bits (tests/test_topk_selection.py, tests/test_event_linear.py).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace snnkernels {
+
+inline bool use_avx512() {
+#if defined(__x86_64__)
+  static const bool yes =
+      __builtin_cpu_supports("avx512f") && std::getenv("SNNKERNELS_PORTABLE") == nullptr;
+  return yes;
+#else
+  return false;
+#endif
+}
+
+#if defined(__x86_64__)
+// The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).
+inline __mmask16 lanes_below(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+#endif
+
+}  // namespace snnkernels
