@@ -99,6 +99,15 @@ def test_rule(dtype):
     assert not event_driven(torch.zeros(0, dtype=dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=["float64", "float32", "float16", "bfloat16"])
+def test_rule_counts_signed_zero_as_zero_and_nan_as_nonzero(dtype):
+    event_driven = torch.ops.snnkernels.event_driven
+    assert event_driven(torch.full((3000,), -0.0, dtype=dtype))
+    assert not event_driven(torch.full((3000,), float("nan"), dtype=dtype))
+    assert not event_driven(torch.full((3000,), -1e-3, dtype=dtype))
+
+
 def ops_called(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
