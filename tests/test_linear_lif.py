@@ -185,6 +185,39 @@ def test_sparse_synaptic_backward_with_an_empty_dimension(restore_num_threads, f
         assert_close(db, expected_db, GRAD_TOL[torch.float64], "db")
 
 
+@pytest.mark.parametrize("csr", [False, True], ids=["ell", "csr"])
+@pytest.mark.parametrize("f,n", [(64, 64), (380, 380)], ids=["scatter", "gather"])
+def test_sparse_synaptic_backward_paths(restore_num_threads, f, n, csr):
+    """grad_weight has two CPU paths, by its size (scatter up to 1 MiB: 64 x 64 float64; gather
+    above: 380 x 380): each equals the dense products (float64, GRAD_TOL) and gives the same bits
+    on 1 and 2 threads."""
+    rows, k = 50, 5
+    g = generator(12)
+    values = torch.randn(rows, k, generator=g, dtype=torch.float64)
+    indices = torch.stack([torch.randperm(n, generator=g)[:k].sort().values for _ in range(rows)])
+    row_ptr = torch.empty(0, dtype=torch.int64)
+    if csr:  # rows of 0 to k entries
+        keep = torch.arange(k).expand(rows, k) < torch.randint(0, k + 1, (rows, 1), generator=g)
+        values, indices = values[keep], indices[keep]
+        row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
+    x = torch.randn(rows, f, generator=g, dtype=torch.float64)
+    w = torch.randn(n, f, generator=g, dtype=torch.float64)
+    row_of = (torch.arange(rows).repeat_interleave(k) if not csr
+              else torch.repeat_interleave(torch.arange(rows), row_ptr.diff()))
+    dense = torch.zeros(rows, n, dtype=torch.float64)
+    dense[row_of, indices.reshape(-1).long()] = values.reshape(-1)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(torch.ops.snnkernels.linear_sparse_backward(
+            values, indices.int(), row_ptr, x, w, True, True, True))
+    tol = GRAD_TOL[torch.float64]
+    for got, want, name in zip(results[0], (dense @ w, dense.t() @ x, dense.sum(0)),
+                               ("dx", "dW", "db")):
+        assert_close(got, want, tol, name)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_dense_synaptic_backward_checks_shapes():
     g = generator(6)
     grad, x, w = (torch.randn(*shape, generator=g, dtype=torch.float64)
