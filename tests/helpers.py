@@ -3,6 +3,9 @@ the tolerances every test file uses, stated once here)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -412,3 +415,20 @@ def check_against_reference(case: Case, dtype, what: str = "", regime: bool = Tr
     if regime:
         assert any(g.abs().sum() > 0 for g in actual.grads.values()), f"{what}: all gradients zero"
     return actual, expected
+
+
+def run_portable(tmp_path, module: str, expression: str):
+    """The value of `expression` (after `from {module} import *`, in this tests directory)
+    computed in a subprocess with SNNKERNELS_PORTABLE=1, where the CPU kernels take their
+    portable paths instead of the AVX-512 ones (csrc/cpu/avx512.h)."""
+    script = tmp_path / "run_portable.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "import snnkernels\n"
+        f"from {module} import *\n"
+        f"torch.save({expression}, sys.argv[1])\n")
+    saved = tmp_path / "portable.pt"
+    env = dict(os.environ, SNNKERNELS_PORTABLE="1")
+    subprocess.run([sys.executable, str(script), str(saved)], env=env, check=True)
+    return torch.load(saved)

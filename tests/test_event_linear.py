@@ -7,10 +7,6 @@ subprocess with SNNKERNELS_PORTABLE=1 runs the portable path, and both must give
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -18,7 +14,7 @@ import snnkernels
 from snnkernels import reference
 from snnkernels import sparse as sp
 
-from helpers import GRAD_TOL, Tol, assert_close, generator
+from helpers import GRAD_TOL, Tol, assert_close, generator, run_portable
 from test_linear_lif import layer_inputs, run_layer
 
 ops = torch.ops.snnkernels
@@ -218,17 +214,7 @@ def test_float32_nan_and_signed_zero():
 
 def test_portable_path_gives_the_same_bits(tmp_path):
     """The float32 results with SNNKERNELS_PORTABLE=1 (a subprocess) equal this process's."""
-    script = tmp_path / "run_event.py"
-    script.write_text(
-        "import sys, torch\n"
-        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-        "import snnkernels\n"
-        "from test_event_linear import float32_results\n"
-        "torch.save(float32_results(), sys.argv[1])\n")
-    saved = tmp_path / "portable.pt"
-    env = dict(os.environ, SNNKERNELS_PORTABLE="1")
-    subprocess.run([sys.executable, str(script), str(saved)], env=env, check=True)
-    portable = torch.load(saved)
+    portable = run_portable(tmp_path, "test_event_linear", "float32_results()")
     here = float32_results()
     assert len(portable) == len(here)
     for p, h in zip(portable, here):

@@ -9,14 +9,12 @@ same checks run in a subprocess with the portable path, and both must give the s
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from snnkernels import surrogate as S
+
+from helpers import run_portable
 
 ROWS_SEED = 11
 
@@ -79,19 +77,9 @@ def test_selection_is_the_stable_topk(n, k, dtype):
 
 def test_portable_path_gives_the_same_bits(tmp_path):
     """The selection with SNNKERNELS_PORTABLE=1 (a subprocess) equals this process's."""
-    script = tmp_path / "run_selection.py"
-    script.write_text(
-        "import sys, torch\n"
-        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-        "import snnkernels\n"
-        "from test_topk_selection import CASES, hard_rows, select\n"
-        "out = [select(hard_rows(n, d), k) for d in (torch.float32, torch.float64)"
-        " for n, k in CASES]\n"
-        "torch.save(out, sys.argv[1])\n")
-    saved = tmp_path / "portable.pt"
-    env = dict(os.environ, SNNKERNELS_PORTABLE="1")
-    subprocess.run([sys.executable, str(script), str(saved)], env=env, check=True)
-    portable = torch.load(saved)
+    portable = run_portable(tmp_path, "test_topk_selection",
+                            "[select(hard_rows(n, d), k) for d in (torch.float32, torch.float64)"
+                            " for n, k in CASES]")
     here = [select(hard_rows(n, d), k) for d in (torch.float32, torch.float64) for n, k in CASES]
     assert len(portable) == len(here)
     for (pv, pi), (hv, hi) in zip(portable, here):
