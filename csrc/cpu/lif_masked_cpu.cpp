@@ -221,7 +221,6 @@ struct Avx512Steps {
     }
     return count;
   }
-
 };
 #endif
 
