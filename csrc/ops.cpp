@@ -83,6 +83,18 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
+  // The LIF driven by one current x [M] (contiguous) held constant over `steps` steps, CPU only:
+  // computes lif_forward's spikes on x.expand(steps, M) without writing the membrane; the
+  // backward recomputes it from x and returns grad_x [M], the gradient summed over the steps
+  // (from t = steps-1 down to 0). Other arguments and returns as lif_forward / lif_backward's.
+  m.def(
+      "lif_constant_forward(Tensor x, int steps, Tensor? mem0, Tensor beta, Tensor threshold, "
+      "Tensor graded, int surrogate, float p0, float p1, int reset, bool reset_delay) -> Tensor");
+  m.def(
+      "lif_constant_backward(Tensor? grad_spk, Tensor x, int steps, Tensor? mem0, Tensor beta, "
+      "Tensor threshold, Tensor graded, int surrogate, float p0, float p1, int reset, "
+      "bool reset_delay, bool param_grads) -> (Tensor grad_x, Tensor grad_mem0, "
+      "Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
   // Sparse-gradient training (snnkernels.sparse, SPEC section 3). mask: 1 = TopK (k of every
   // row of `row` consecutive neurons, ties to the lower index; `temporal`: the carry through time
   // sees the masked gradient too), 2 = ActiveWindow (sigma' and dL/dh only where

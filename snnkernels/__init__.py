@@ -2,10 +2,10 @@
 
 from . import cpu_cache, reference, sparse, surrogate
 from ._extension import build_info
-from .lif import lif
+from .lif import lif, lif_constant
 from . import models, nn, utils  # drop-in layers (snnTorch-compatible), models, state helpers
 from .convert import convert
 from .linear_lif import linear_lif
 
-__all__ = ["lif", "linear_lif", "reference", "sparse", "surrogate", "build_info", "cpu_cache"]
+__all__ = ["lif", "lif_constant", "linear_lif", "reference", "sparse", "surrogate", "build_info", "cpu_cache"]
 __version__ = "0.1.0"

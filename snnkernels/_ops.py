@@ -73,6 +73,44 @@ def _backward(ctx, grad_spk, grad_mem, _grad_pre):
 torch.library.register_autograd("snnkernels::lif_forward", _backward, setup_context=_setup_context)
 
 
+@torch.library.register_fake("snnkernels::lif_constant_forward")
+def _lif_constant_forward_fake(x, steps, mem0, beta, threshold, graded, surrogate, p0, p1, reset,
+                               reset_delay):
+    return x.new_empty((steps, x.shape[0]))
+
+
+@torch.library.register_fake("snnkernels::lif_constant_backward")
+def _lif_constant_backward_fake(grad_spk, x, steps, mem0, beta, threshold, graded, surrogate, p0,
+                                p1, reset, reset_delay, param_grads):
+    def param_grad(p):
+        return torch.empty_like(p) if param_grads else p.new_empty((0,))
+
+    return (torch.empty_like(x), torch.empty_like(x), param_grad(beta), param_grad(threshold),
+            param_grad(graded))
+
+
+def _setup_constant_context(ctx, inputs, output):
+    x, steps, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs
+    ctx.save_for_backward(x, mem0, beta, threshold, graded)
+    ctx.args = (surrogate, p0, p1, reset, reset_delay)
+    ctx.steps = steps
+    ctx.set_materialize_grads(False)
+
+
+def _constant_backward(ctx, grad_spk):
+    x, mem0, beta, threshold, graded = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    param_grads = needs[3] or needs[4] or needs[5]
+    gx, gmem0, gbeta, gthr, ggraded = _lib.lif_constant_backward(
+        _compact_grad(grad_spk), x, ctx.steps, mem0, beta, threshold, graded, *ctx.args,
+        param_grads)
+    return _needed(needs, gx, None, gmem0, gbeta, gthr, ggraded)
+
+
+torch.library.register_autograd("snnkernels::lif_constant_forward", _constant_backward,
+                                setup_context=_setup_constant_context)
+
+
 # --------------------------------------------------------------------------------------------
 # Sparse-gradient training (snnkernels.sparse): the LIF with a masked backward, the fused
 # linear + LIF layer, and the synaptic backward from a compact gradient.
@@ -236,3 +274,5 @@ lif_forward_masked = _eager(_lib.lif_forward_masked.default, _setup_masked_conte
                             _masked_backward)
 linear_lif_forward = _eager(_lib.linear_lif_forward.default, _setup_linear_context,
                             _linear_backward)
+lif_constant_forward = _eager(_lib.lif_constant_forward.default, _setup_constant_context,
+                              _constant_backward)

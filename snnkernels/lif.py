@@ -80,6 +80,69 @@ def lif(
     return spk.view(x.shape), mem.view(x.shape)
 
 
+def lif_constant(
+    x,
+    steps,
+    beta,
+    threshold=1.0,
+    mem0=None,
+    *,
+    surrogate=None,
+    reset_mechanism="subtract",
+    reset_delay=True,
+    graded_spikes_factor=1.0,
+):
+    """The spikes of a LIF neuron driven by the same input current x at each of `steps` steps:
+    lif(x.expand(steps, *x.shape), ...)[0], computed without the membrane (a direct encoder's
+    first layer, where the input features are the current at every step).
+
+    x: [*batch], the current; steps: int >= 0. The other arguments as snnkernels.lif's, with
+    x.shape in place of x.shape[1:]. Returns spk [steps, *batch]; x's gradient is summed over
+    the steps.
+
+    On the CPU (float32/float64) one fused kernel writes only the spikes, and the backward
+    recomputes the membrane from x instead of saving it: nothing [steps, *batch] is kept for the
+    backward, and no [steps, *batch] grad_x is written and summed. Elsewhere (CUDA) it calls
+    snnkernels.lif on the expanded current.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (the input current), got {type(x).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    like = x.unsqueeze(0)  # the [T, *batch] the argument checks expect
+    _args.check_x(like)
+    beta = _args.check_neuron_param(beta, "beta", like)
+    threshold = _args.check_neuron_param(threshold, "threshold", like)
+    graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", like)
+    mem0 = _args.check_mem0(mem0, like)
+    reset_id = _args.check_reset(reset_mechanism, reset_delay)
+    sg = _surrogate.resolve(surrogate)
+    check_kernel_input(x, "lif_constant")
+    if x.device.type != "cpu":
+        return lif(x.expand(steps, *x.shape), beta, threshold, mem0, surrogate=sg,
+                   reset_mechanism=reset_mechanism, reset_delay=reset_delay,
+                   graded_spikes_factor=graded)[0]
+    batch = tuple(x.shape)
+    m = x.numel()
+    acc = x.dtype
+    mem0_1 = None if mem0 is None else mem0.to(x.dtype).expand(batch).reshape(m).contiguous()
+    p0, p1 = sg.constants()
+    spk = _ops.lif_constant_forward(
+        x.reshape(m).contiguous(),
+        steps,
+        mem0_1,
+        _as_kernel_param(beta, batch, m, acc, x.device),
+        _as_kernel_param(threshold, batch, m, acc, x.device),
+        _as_kernel_param(graded, batch, m, acc, x.device),
+        sg.kind,
+        p0,
+        p1,
+        reset_id,
+        reset_delay,
+    )
+    return spk.view(steps, *batch)
+
+
 def check_kernel_input(x, fn: str) -> None:
     """Device, build and dtype checks shared by lif and linear_lif (a sparse mask runs wherever
     the dense op does: check_device_supported refuses CUDA tensors in a CPU-only build)."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import _args
 from . import sparse as _sparse
-from .lif import lif
+from .lif import lif, lif_constant
 from .linear_lif import linear_lif
 from .nn import autocast as _autocast
 from .nn import spike_grad as _spike_grad
@@ -51,6 +51,18 @@ class SpikingLinear(nn.Module):
         return lif(_autocast.kernel_input(current), self.beta, self.threshold,
                    surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
                    reset_delay=self.reset_delay, sparse=self.sparse)
+
+    def from_constant(self, current, steps):
+        """Spikes [steps, B, H] for the current [B, H] (already through self.linear) held over
+        `steps` steps. Dense on the CPU: snnkernels.lif_constant (the backward recomputes the
+        membrane instead of saving [steps, B, H] of it, and sums the current's gradient over
+        time itself). Otherwise the fused LIF on the expanded current."""
+        if (self.sparse is None and current.device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu")):
+            return lif_constant(current, steps, self.beta, self.threshold,
+                                surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
+                                reset_delay=self.reset_delay)
+        return self(current.expand(steps, *current.shape))[0]
 
     def from_input(self, x):
         """x: the layer's input [T, B, F]. Sparse, and dense on the CPU: the fused
@@ -138,8 +150,8 @@ class TabularSNN(nn.Module):
         _check_input(x, self.output.linear.weight)
         layers = list(self.layers) + [self.output]
         if self.encoder == "direct":
-            # the same current at every step: one matmul on [B, F], broadcast over T
-            spk, mem = layers[0](layers[0].linear(x).expand(self.T, *x.shape[:1], -1))
+            # the same current at every step: one matmul on [B, F], held over T
+            spk = layers[0].from_constant(layers[0].linear(x), self.T)
         else:
             spk, mem = layers[0].from_input(self._rate_encode(x))
         spikes = [spk]

@@ -165,8 +165,10 @@ inline void check_cpu_dtype(const at::Tensor& x) {
 // GCC trusts __restrict__ on parameters, not on pointers loaded from a lambda's captures).
 // Shared by lif_cpu.cpp and the TopK backward without `temporal` (its carry is the dense one).
 // h: membrane before this step's own reset; u_prev: what the previous step returned. Without
-// parameter gradients the sums go to locals that GCC drops.
-template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
+// parameter gradients the sums go to locals that GCC drops. kSumX: grad_x accumulates dL/dx over
+// the steps instead of receiving this step's (lif_constant_cpu.cpp).
+template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform,
+          bool kSumX = false>
 void backward_row(const T* __restrict__ h, const T* __restrict__ u_prev,
                   const T* __restrict__ g_spk, const T* __restrict__ g_mem,
                   const T* __restrict__ beta_c, const T* __restrict__ thr,
@@ -177,16 +179,17 @@ void backward_row(const T* __restrict__ h, const T* __restrict__ u_prev,
   for (int64_t i = 0; i < len; ++i) {
     const T b = kUniform ? one.beta : beta_c[i], th = kUniform ? one.thr : thr[i],
             gr = kUniform ? one.graded : graded[i];
+    T g_x;
     if constexpr (kParamGrads) {
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
-                                                  p0, p1, &carry[i], &d_beta[i], &d_thr[i],
-                                                  &d_graded[i]);
+      g_x = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr, p0,
+                                            p1, &carry[i], &d_beta[i], &d_thr[i], &d_graded[i]);
     } else {
       T unused_beta = T(0), unused_thr = T(0), unused_graded = T(0);
-      grad_x[i] = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr,
-                                                  p0, p1, &carry[i], &unused_beta, &unused_thr,
-                                                  &unused_graded);
+      g_x = lif_step_backward<S, R, kDelay>(h[i], u_prev[i], g_spk[i], g_mem[i], b, th, gr, p0,
+                                            p1, &carry[i], &unused_beta, &unused_thr,
+                                            &unused_graded);
     }
+    grad_x[i] = kSumX ? grad_x[i] + g_x : g_x;
   }
 }
 
