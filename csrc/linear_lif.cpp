@@ -1,7 +1,8 @@
 // Device-generic ops built from other ops: lif_forward_masked (lif_forward with the mask
 // arguments, for autograd), linear_lif_forward (one GEMM for all T, or on the CPU the
-// event-driven spike_linear when x is mostly zeros, then lif_forward) and its dense synaptic
-// backward linear_dense_backward (GEMMs, or spike_weight_grad when x is mostly zeros).
+// event-driven spike_linear when x is mostly zeros, or the narrow-layer loops for a layer of a
+// few neurons; then lif_forward) and its dense synaptic backward linear_dense_backward (GEMMs,
+// or spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
 // Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
 // per-device lif_forward runs. The masked backward and the sparse synaptic backward have their
 // own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp, cuda/lif_masked_cuda.cu,
@@ -12,6 +13,7 @@
 
 #include "event_linear.h"
 #include "lif_checks.h"
+#include "narrow_linear.h"
 
 namespace snnkernels {
 namespace {
@@ -70,6 +72,8 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   at::Tensor current;
   if (event_driven_layer(x2, n)) {  // spikes: work over the nonzeros of x only
     current = call_spike_linear(x2, weight.contiguous(), bias);
+  } else if (narrow_layer(x2, n)) {
+    current = narrow_linear_cpu(x2, weight.contiguous(), bias);
   } else {
     // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh
     // pages for this layer-sized intermediate, and faulting them in inside addmm's bias copy
@@ -95,6 +99,10 @@ Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const 
               "snnkernels: linear_dense_backward needs grad [R, N], x [R, F], weight [N, F], got ",
               grad.sizes(), ", ", x.sizes(), ", ", weight.sizes());
   const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
+  if (narrow_layer(x, n)) {
+    return narrow_linear_backward_cpu(grad.contiguous(), x.contiguous(), weight.contiguous(),
+                                      need_x, need_weight, need_bias);
+  }
   const auto opts = x.options();
   const bool event = need_weight && event_driven_layer(x, n);
   at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
