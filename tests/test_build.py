@@ -46,7 +46,8 @@ def test_ops_registered():
     for name in ("lif_forward", "lif_backward", "build_info", "set_debug_poison",
                  "lif_forward_masked", "lif_backward_masked", "linear_lif_forward",
                  "linear_sparse_backward", "linear_dense_backward", "spike_linear", "spike_weight_grad", "event_driven",
-                 "cpu_cache_info", "cpu_cache_set_limit", "cpu_cache_release"):
+                 "cpu_cache_info", "cpu_cache_set_limit", "cpu_cache_release",
+                 "lif_constant_forward", "lif_constant_backward"):
         assert hasattr(torch.ops.snnkernels, name), name
-    assert snnkernels.__all__ == ["lif", "linear_lif", "reference", "sparse", "surrogate",
-                                  "build_info", "cpu_cache"]
+    assert snnkernels.__all__ == ["lif", "lif_constant", "linear_lif", "reference", "sparse",
+                                  "surrogate", "build_info", "cpu_cache"]

@@ -71,11 +71,11 @@ def test_same_bits_for_any_thread_count(restore_num_threads, dtype):
             assert torch.equal(value, results[0][2][key]), f"grad {key}"
 
 
-@pytest.mark.parametrize("t, b, f", [(0, 3, 5), (4, 0, 5), (4, 3, 0)])
-def test_empty_dimensions(t, b, f):
+@pytest.mark.parametrize("t, b, f, n", [(0, 3, 5, 2), (4, 0, 5, 2), (4, 3, 0, 2), (4, 3, 5, 0)])
+def test_empty_dimensions(t, b, f, n):
     x = torch.randn(t, b, f, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, f, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n, f, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(n, dtype=torch.float64, requires_grad=True)
     spk, mem = snnkernels.linear_lif(x, w, bias, 0.9)
     spk_r, mem_r = reference.linear_lif(x, w, bias, 0.9)
     assert torch.equal(spk, spk_r) and torch.allclose(mem, mem_r)

@@ -173,7 +173,10 @@ def test_rate_encoded_model_is_attacked_through_eot(data):
     stream = rate._generators["cpu"].get_state()
     rows, robust, clean = evaluate_robustness(rate, Xt, yt, config, seed=2)
     assert clean > 0.6
-    assert len(rows) == 3 * 2 + 3 and robust[1]["accuracy"] <= 0.1
+    # at eps 10 almost nothing survives; not quite nothing: the encoder's clamp to [0, 1] has no
+    # gradient outside it, which PGD's first step reaches (measured: 0 and 5 of 40 examples
+    # survive, for two trainings that differ only in float rounding of the readout's sums)
+    assert len(rows) == 3 * 2 + 3 and robust[1]["accuracy"] <= 0.15 < clean
     assert evaluate_robustness(rate, Xt, yt, config, seed=2) == (rows, robust, clean)
     # the caller's model is untouched: same seed, same position in its encoder's stream
     assert rate.seed == 0 and torch.equal(rate._generators["cpu"].get_state(), stream)

@@ -184,7 +184,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> narrow_linear_backward_cpu(
   at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
   at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
   at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
-  if (rows == 0) {  // sums over no rows
+  if (rows == 0 || n == 0) {  // sums over no rows; or no neurons, no terms in grad_x
+    grad_x.zero_();
     grad_weight.zero_();
     grad_bias.zero_();
     return {grad_x, grad_weight, grad_bias};
