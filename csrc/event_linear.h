@@ -20,7 +20,8 @@ double event_max_density(at::ScalarType dtype);
 // ... and only for layers of at least this many neurons: the crossovers were measured at 128,
 // 512 and 1024 wide; into 16 and 2 neurons (x [6400, 128]) the GEMMs won at every rate from
 // 0.5% to 50%, with the AVX-512 kernels too (at 5% and 2 neurons: forward 0.14 vs 0.15 ms, but
-// the weight gradient 0.25 vs 0.08 ms).
+// the weight gradient 0.25 vs 0.08 ms). (Layers of at most 4 neurons now run narrow_linear.h's
+// row loops instead of either.)
 constexpr int64_t kEventMinWidth = 128;
 
 // The rule for x: on the CPU, floating point, non-empty, with at most event_max_density of its
