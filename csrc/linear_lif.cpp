@@ -41,11 +41,13 @@ at::Tensor call_spike_linear(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias);
 }
 
-at::Tensor call_spike_weight_grad(const at::Tensor& grad, const at::Tensor& x) {
+std::tuple<at::Tensor, at::Tensor> call_spike_weight_grad(const at::Tensor& grad,
+                                                          const at::Tensor& x, bool need_bias) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("snnkernels::spike_weight_grad", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
-  return op.call(grad, x);
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                 const at::Tensor&, bool)>();
+  return op.call(grad, x, need_bias);
 }
 
 Triple lif_forward_masked(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
@@ -104,13 +106,16 @@ Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const 
                                       need_x, need_weight, need_bias);
   }
   const auto opts = x.options();
-  const bool event = need_weight && event_driven_layer(x, n);
   at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
-  at::Tensor grad_weight = event ? call_spike_weight_grad(grad, x)
-                                 : empty_output({need_weight ? n : 0, f}, opts);
-  at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
   if (need_x) at::mm_out(grad_x, grad, weight);
-  if (need_weight && !event) at::mm_out(grad_weight, grad.t(), x);
+  if (need_weight && event_driven_layer(x, n)) {  // CPU: dW, and db on the way, over x's nonzeros
+    const auto [grad_weight, grad_bias] =
+        call_spike_weight_grad(grad.contiguous(), x.contiguous(), need_bias);
+    return {grad_x, grad_weight, grad_bias};
+  }
+  at::Tensor grad_weight = empty_output({need_weight ? n : 0, f}, opts);
+  at::Tensor grad_bias = empty_output({need_bias ? n : 0}, opts);
+  if (need_weight) at::mm_out(grad_weight, grad.t(), x);
   if (need_bias) at::sum_out(grad_bias, grad, 0);
   return {grad_x, grad_weight, grad_bias};
 }

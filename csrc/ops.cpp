@@ -141,9 +141,11 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor grad_weight, Tensor grad_bias)");
   // The event-driven synapse for mostly-zero x (spikes), CPU only: out = x W^T + bias computed
   // over the nonzeros of x [R, F] (weight [N, F], bias [N] or None); spike_weight_grad gives
-  // grad^T x [N, F] for grad [R, N] over the same nonzeros.
+  // grad^T x [N, F] for grad [R, N] over the same nonzeros, and with need_bias the column sums
+  // of grad [N] (else empty), rows in order.
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
-  m.def("spike_weight_grad(Tensor grad, Tensor x) -> Tensor");
+  m.def("spike_weight_grad(Tensor grad, Tensor x, bool need_bias=False) -> (Tensor grad_weight, "
+        "Tensor grad_bias)");
   // The density half of the rule by which linear_lif takes that path (event_linear.h): x alone;
   // linear_lif also needs a layer of at least build_info's event_min_width neurons.
   m.def("event_driven(Tensor x) -> bool");

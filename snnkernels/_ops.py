@@ -157,8 +157,9 @@ def _spike_linear_fake(x, weight, bias):
 
 
 @torch.library.register_fake("snnkernels::spike_weight_grad")
-def _spike_weight_grad_fake(grad, x):
-    return x.new_empty((grad.shape[1], x.shape[1]))
+def _spike_weight_grad_fake(grad, x, need_bias=False):
+    return (x.new_empty((grad.shape[1], x.shape[1])),
+            x.new_empty((grad.shape[1] if need_bias else 0,)))
 
 
 @torch.library.register_fake("snnkernels::linear_dense_backward")

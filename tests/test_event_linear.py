@@ -50,7 +50,11 @@ def test_spike_weight_grad_equals_matmul(density, dtype):
     x = spikes(53, 77, density, graded=True, dtype=dtype)
     grad = torch.randn(53, 29, generator=generator(4), dtype=torch.float64).to(dtype)
     tol = MATMUL_TOL if dtype == torch.float64 else GRAD_TOL[torch.float32]  # sums: cancellation
-    assert_close(ops.spike_weight_grad(grad, x), grad.t() @ x, tol, "grad_weight")
+    grad_weight, grad_bias = ops.spike_weight_grad(grad, x, True)
+    assert_close(grad_weight, grad.t() @ x, tol, "grad_weight")
+    assert_close(grad_bias, grad.sum(0), tol, "grad_bias")
+    alone, no_bias = ops.spike_weight_grad(grad, x)
+    assert torch.equal(alone, grad_weight) and no_bias.numel() == 0
 
 
 def test_empty_shapes():
@@ -58,9 +62,15 @@ def test_empty_shapes():
     assert ops.spike_linear(torch.zeros(0, 3, dtype=torch.float64), w, None).shape == (0, 4)
     assert ops.spike_linear(torch.zeros(2, 0, dtype=torch.float64),
                             torch.zeros(4, 0, dtype=torch.float64), None).abs().sum() == 0
-    assert torch.equal(ops.spike_weight_grad(torch.randn(0, 4, dtype=torch.float64),
-                                             torch.zeros(0, 3, dtype=torch.float64)),
-                       torch.zeros(4, 3, dtype=torch.float64))
+    no_rows = ops.spike_weight_grad(torch.randn(0, 4, dtype=torch.float64),
+                                    torch.zeros(0, 3, dtype=torch.float64), True)
+    assert torch.equal(no_rows[0], torch.zeros(4, 3, dtype=torch.float64))
+    assert torch.equal(no_rows[1], torch.zeros(4, dtype=torch.float64))
+    for dtype in (torch.float64, torch.float32):  # no features: the bias sums alone
+        grad = torch.randn(70, 5, generator=generator(5), dtype=dtype)
+        weight, bias = ops.spike_weight_grad(grad, torch.zeros(70, 0, dtype=dtype), True)
+        assert weight.shape == (5, 0)
+        assert_close(bias, grad.sum(0), GRAD_TOL[dtype], "bias without features")
 
 
 def test_bad_inputs_name_the_argument():
@@ -79,7 +89,9 @@ def test_opcheck():
     x = spikes(9, 11, 0.1)
     w = torch.randn(6, 11, dtype=torch.float64)
     torch.library.opcheck(ops.spike_linear, (x, w, torch.randn(6, dtype=torch.float64)))
-    torch.library.opcheck(ops.spike_weight_grad, (torch.randn(9, 6, dtype=torch.float64), x))
+    for need_bias in (False, True):
+        torch.library.opcheck(ops.spike_weight_grad,
+                              (torch.randn(9, 6, dtype=torch.float64), x, need_bias))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -153,9 +165,9 @@ def test_same_bits_for_any_thread_count(restore_num_threads):
     results = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        results.append((ops.spike_linear(x, w, None), ops.spike_weight_grad(grad, x)))
-    assert torch.equal(results[0][0], results[1][0])
-    assert torch.equal(results[0][1], results[1][1])
+        results.append((ops.spike_linear(x, w, None), *ops.spike_weight_grad(grad, x, True)))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 # float32 cases for the AVX-512 path's edges: rows beyond a 64-row tile, features beyond a 64-bit
@@ -186,7 +198,7 @@ def float32_results():
         for kind in ("spikes", "graded", "special"):
             x, w, b, grad = float32_case(*shape, kind)
             out += [ops.spike_linear(x, w, b), ops.spike_linear(x, w, None),
-                    ops.spike_weight_grad(grad, x)]
+                    *ops.spike_weight_grad(grad, x, True)]
     return out
 
 
@@ -198,15 +210,16 @@ def test_float32_equals_float64_matmul(shape, kind):
     tol = GRAD_TOL[torch.float32]
     assert_close(ops.spike_linear(x, w, b).to(d), torch.addmm(b.to(d), x.to(d), w.to(d).t()), tol,
                  "spike_linear")
-    assert_close(ops.spike_weight_grad(grad, x).to(d), grad.to(d).t() @ x.to(d), tol,
-                 "spike_weight_grad")
+    grad_weight, grad_bias = ops.spike_weight_grad(grad, x, True)
+    assert_close(grad_weight.to(d), grad.to(d).t() @ x.to(d), tol, "spike_weight_grad")
+    assert_close(grad_bias.to(d), grad.to(d).sum(0), tol, "spike_weight_grad's bias")
 
 
 def test_float32_nan_and_signed_zero():
     """NaN in x reaches exactly its outputs (its row forward, its column in dW); -0.0 is no event."""
     x, w, b, grad = float32_case(65, 200, 300, "special")
     out = ops.spike_linear(x, w, b)
-    dw = ops.spike_weight_grad(grad, x)
+    dw = ops.spike_weight_grad(grad, x)[0]
     assert out[-1].isnan().all() and not out[:-1].isnan().any()
     assert dw[:, -1].isnan().all() and not dw[:, :-1].isnan().any()
     assert torch.equal(out[0], b)  # a row of -0.0: the bias alone
