@@ -51,4 +51,20 @@ void dispatch_surrogate(int64_t surrogate, F&& f) {
   TORCH_CHECK(false, "snnkernels: unknown surrogate id ", surrogate);
 }
 
+// The LIF backward's choices: calls f(s, r, delay, param_grads), each a compile-time constant
+// (param_grads as std::bool_constant).
+template <typename F>
+void dispatch_backward(int64_t surrogate, int64_t reset, bool reset_delay, bool param_grads,
+                       F&& f) {
+  dispatch_surrogate(surrogate, [&](auto s) {
+    dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
+      if (param_grads) {
+        f(s, r, delay, std::true_type{});
+      } else {
+        f(s, r, delay, std::false_type{});
+      }
+    });
+  });
+}
+
 }  // namespace snnkernels

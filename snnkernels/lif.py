@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from . import _args, _extension, _ops
@@ -43,13 +45,8 @@ def lif(
        default surrogate; see docs/sparse.md).
     Returns (spk, mem), both shaped like x: spikes and the membrane at every step.
     """
-    _args.check_x(x)
-    beta = _args.check_neuron_param(beta, "beta", x)
-    threshold = _args.check_neuron_param(threshold, "threshold", x)
-    graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", x)
-    mem0 = _args.check_mem0(mem0, x)
-    reset_id = _args.check_reset(reset_mechanism, reset_delay)
-    sg = _surrogate.resolve(surrogate)
+    neuron = _Neuron.checked(x, beta, threshold, graded_spikes_factor, mem0, surrogate,
+                             reset_mechanism, reset_delay)
     mask = _sparse.resolve(sparse, x.shape[-1] if x.dim() >= 2 else 1)
     check_kernel_input(x, "lif")
 
@@ -57,22 +54,7 @@ def lif(
     m = 1
     for s in batch:
         m *= s
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x2 = _kernel_layout(x.reshape(steps, m))
-    mem0_2 = None if mem0 is None else mem0.to(x.dtype).expand(batch).reshape(m).contiguous()
-    p0, p1 = sg.constants()
-    args = (
-        x2,
-        mem0_2,
-        _as_kernel_param(beta, batch, m, acc, x.device),
-        _as_kernel_param(threshold, batch, m, acc, x.device),
-        _as_kernel_param(graded, batch, m, acc, x.device),
-        sg.kind,
-        p0,
-        p1,
-        reset_id,
-        reset_delay,
-    )
+    args = (_kernel_layout(x.reshape(steps, m)), *neuron.kernel_args(batch, m, x))
     if mask is None:
         spk, mem, _ = _ops.lif_forward(*args)
     else:
@@ -109,38 +91,53 @@ def lif_constant(
         raise TypeError(f"x must be a torch.Tensor (the input current), got {type(x).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    like = x.unsqueeze(0)  # the [T, *batch] the argument checks expect
-    _args.check_x(like)
-    beta = _args.check_neuron_param(beta, "beta", like)
-    threshold = _args.check_neuron_param(threshold, "threshold", like)
-    graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", like)
-    mem0 = _args.check_mem0(mem0, like)
-    reset_id = _args.check_reset(reset_mechanism, reset_delay)
-    sg = _surrogate.resolve(surrogate)
+    # the argument checks take the [T, *batch] input the current stands for
+    neuron = _Neuron.checked(x.unsqueeze(0), beta, threshold, graded_spikes_factor, mem0,
+                             surrogate, reset_mechanism, reset_delay)
     check_kernel_input(x, "lif_constant")
     if x.device.type != "cpu":
-        return lif(x.expand(steps, *x.shape), beta, threshold, mem0, surrogate=sg,
-                   reset_mechanism=reset_mechanism, reset_delay=reset_delay,
-                   graded_spikes_factor=graded)[0]
+        return lif(x.expand(steps, *x.shape), neuron.beta, neuron.threshold, neuron.mem0,
+                   surrogate=neuron.surrogate, reset_mechanism=reset_mechanism,
+                   reset_delay=reset_delay, graded_spikes_factor=neuron.graded)[0]
     batch = tuple(x.shape)
-    m = x.numel()
-    acc = x.dtype
-    mem0_1 = None if mem0 is None else mem0.to(x.dtype).expand(batch).reshape(m).contiguous()
-    p0, p1 = sg.constants()
-    spk = _ops.lif_constant_forward(
-        x.reshape(m).contiguous(),
-        steps,
-        mem0_1,
-        _as_kernel_param(beta, batch, m, acc, x.device),
-        _as_kernel_param(threshold, batch, m, acc, x.device),
-        _as_kernel_param(graded, batch, m, acc, x.device),
-        sg.kind,
-        p0,
-        p1,
-        reset_id,
-        reset_delay,
-    )
+    spk = _ops.lif_constant_forward(x.reshape(-1).contiguous(), steps,
+                                    *neuron.kernel_args(batch, x.numel(), x))
     return spk.view(steps, *batch)
+
+
+class _Neuron(NamedTuple):
+    """The neuron arguments lif and lif_constant share, validated against x [T, *batch]."""
+
+    beta: object
+    threshold: object
+    graded: object
+    mem0: object
+    surrogate: object
+    reset_id: int
+    reset_delay: bool
+
+    @classmethod
+    def checked(cls, x, beta, threshold, graded_spikes_factor, mem0, surrogate, reset_mechanism,
+                reset_delay) -> "_Neuron":
+        _args.check_x(x)
+        beta = _args.check_neuron_param(beta, "beta", x)
+        threshold = _args.check_neuron_param(threshold, "threshold", x)
+        graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", x)
+        mem0 = _args.check_mem0(mem0, x)
+        reset_id = _args.check_reset(reset_mechanism, reset_delay)
+        return cls(beta, threshold, graded, mem0, _surrogate.resolve(surrogate), reset_id,
+                   reset_delay)
+
+    def kernel_args(self, batch: tuple, m: int, x) -> tuple:
+        """The ops' arguments after x: (mem0, beta, threshold, graded, surrogate kind, p0, p1,
+        reset id, reset_delay), for m neurons of shape batch."""
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        mem0 = (None if self.mem0 is None
+                else self.mem0.to(x.dtype).expand(batch).reshape(m).contiguous())
+        params = (_as_kernel_param(p, batch, m, acc, x.device)
+                  for p in (self.beta, self.threshold, self.graded))
+        return (mem0, *params, self.surrogate.kind, *self.surrogate.constants(), self.reset_id,
+                self.reset_delay)
 
 
 def check_kernel_input(x, fn: str) -> None:

@@ -181,22 +181,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
     T* gb = param_grads ? grad_beta.data_ptr<T>() : nullptr;
     T* gt = param_grads ? grad_thr.data_ptr<T>() : nullptr;
     T* gg = param_grads ? grad_graded.data_ptr<T>() : nullptr;
-    dispatch_surrogate(surrogate, [&](auto s) {
-      dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
-        auto run = [&](auto param_grads_flag) {
-          backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
-                          decltype(param_grads_flag)::value>(
-              grad_spk, grad_mem, mem.data_ptr<T>(),
-              reset_delay ? nullptr : pre_reset.data_ptr<T>(), mem0_ptr, params,
-              static_cast<T>(p0), static_cast<T>(p1), grad_x.data_ptr<T>(),
-              grad_mem0.data_ptr<T>(), gb, gt, gg, steps, m);
-        };
-        if (param_grads) {
-          run(std::true_type{});
-        } else {
-          run(std::false_type{});
-        }
-      });
+    dispatch_backward(surrogate, reset, reset_delay, param_grads, [&](auto s, auto r, auto delay,
+                                                                      auto with_params) {
+      backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
+                      decltype(with_params)::value>(
+          grad_spk, grad_mem, mem.data_ptr<T>(), reset_delay ? nullptr : pre_reset.data_ptr<T>(),
+          mem0_ptr, params, static_cast<T>(p0), static_cast<T>(p1), grad_x.data_ptr<T>(),
+          grad_mem0.data_ptr<T>(), gb, gt, gg, steps, m);
     });
   });
   g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);
