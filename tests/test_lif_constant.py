@@ -76,6 +76,24 @@ def test_matches_reference_on_the_expanded_current(device, dtype, reset_mechanis
         assert_close(g, expected, GRAD_TOL[dtype], f"grad {name}", scale=scale)
 
 
+@pytest.mark.parametrize("reset_delay", RESET_DELAYS)
+def test_few_neurons_long_sequence(reset_delay):
+    """Fewer neurons than one 64-neuron chunk over many steps (the backward's chunk is then the
+    3 neurons, not 64): the reference on the expanded current, float64."""
+    x = torch.tensor([0.3, 0.95, 1.7], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([0.9, 0.7, 0.95], dtype=torch.float64, requires_grad=True)
+    kw = dict(reset_mechanism="zero", reset_delay=reset_delay)
+    spk = snnkernels.lif_constant(x, 300, beta, 1.0, **kw)
+    spk_r, _ = reference.lif(x.expand(300, 3), beta, 1.0, **kw)
+    weight = torch.linspace(-1.0, 1.0, 900, dtype=torch.float64).view(300, 3)
+    grads = torch.autograd.grad((spk * weight).sum(), (x, beta))
+    grads_r = torch.autograd.grad((spk_r * weight).sum(), (x, beta))
+    assert_close(spk, spk_r, FORWARD_TOL[torch.float64], "spk")
+    for name, g, g_r in zip(("x", "beta"), grads, grads_r):
+        assert g_r.abs().max() > 0
+        assert_close(g, g_r, GRAD_TOL[torch.float64], f"grad {name}")
+
+
 def constant_op_inputs(reset_delay):
     g = torch.Generator().manual_seed(4)
     x = (torch.randn(12, generator=g, dtype=torch.float64) + 0.4).requires_grad_(True)

@@ -45,12 +45,13 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
 
 // Neurons per chunk of the backward: as many as fit kBackwardTaskBytes with `arrays` arrays of
 // one value per neuron besides the trajectory (T rows, two arrays without a reset delay), in
-// multiples of 64, at least 64 (lif_cpu's chunk_width when that is smaller).
+// multiples of 64, at least 64 (lif_cpu's chunk_width when that is smaller), at most M (a long
+// sequence of a few neurons must not get a trajectory of 64).
 template <typename T>
 int64_t backward_chunk_width(int64_t steps, int64_t m, bool delay, int64_t arrays) {
   const int64_t per_neuron = (steps * (delay ? 1 : 2) + arrays) * int64_t(sizeof(T));
   const int64_t fit = std::max<int64_t>(kBackwardTaskBytes / per_neuron / 64 * 64, 64);
-  return std::min(chunk_width(m), fit);
+  return std::min({chunk_width(m), fit, m});
 }
 
 template <typename T, Reset R, bool kDelay>
