@@ -45,6 +45,13 @@ inline void check_state(const c10::optional<at::Tensor>& mem0, const at::Tensor&
               "snnkernels: mem0 must match x in dtype and device");
 }
 
+// A linear layer's bias of N outputs for x: None, or contiguous [N] of x's dtype.
+inline void check_bias(const c10::optional<at::Tensor>& bias, int64_t n, const at::Tensor& x) {
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->numel() == n &&
+                                    bias->is_contiguous() && bias->scalar_type() == x.scalar_type()),
+              "snnkernels: bias must be contiguous [N = ", n, "] of x's dtype");
+}
+
 // Upstream gradient: full [T, M], or one element broadcast to [T, M].
 inline void check_grad(const c10::optional<at::Tensor>& g, const char* name, const at::Tensor& mem) {
   if (!g.has_value()) return;

@@ -186,15 +186,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_const
     bool reset_delay, bool param_grads) {
   check_constant_args(x, steps, mem0, beta, threshold, graded);
   const int64_t m = x.numel();
-  if (grad_spk.has_value() && !(grad_spk->numel() == 1 && steps * m != 1)) {
-    TORCH_CHECK(grad_spk->dim() == 2 && grad_spk->size(0) == steps && grad_spk->size(1) == m &&
-                    grad_spk->is_contiguous(),
-                "snnkernels: grad_spk must be contiguous [", steps, ", ", m, "] or one element, "
-                "got ", grad_spk->sizes());
-  }
-  TORCH_CHECK(!grad_spk.has_value() || (grad_spk->scalar_type() == x.scalar_type() &&
-                                        grad_spk->device() == x.device()),
-              "snnkernels: grad_spk must match x in dtype and device");
+  // the [steps, M] spikes it is the gradient of, as a view of x (nothing is allocated)
+  check_grad(grad_spk, "grad_spk", x.view({1, m}).expand({steps, m}));
   at::Tensor grad_x = empty_output({m}, x.options());
   NeuronGrads g(m, x.options(), beta.options(), param_grads);
   if (m == 0 || steps == 0) {

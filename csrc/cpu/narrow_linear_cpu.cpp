@@ -152,9 +152,7 @@ at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
   TORCH_CHECK(weight.size(1) == f, "snnkernels: weight must be [N, F = ", f, "], got ",
               weight.sizes());
-  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->numel() == n &&
-                                    bias->is_contiguous() && bias->scalar_type() == x.scalar_type()),
-              "snnkernels: bias must be contiguous [N = ", n, "] of x's dtype");
+  check_bias(bias, n, x);
   at::Tensor out = empty_output({rows, n}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "narrow_linear_cpu", [&] {

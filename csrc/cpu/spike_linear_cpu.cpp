@@ -285,11 +285,7 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(weight.size(1) == x.size(1) && weight.scalar_type() == x.scalar_type(),
               "snnkernels: weight must be [N, F = ", x.size(1), "] of x's dtype, got ", weight.sizes());
   const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->numel() == n && bias->is_contiguous() &&
-                    bias->scalar_type() == x.scalar_type(),
-                "snnkernels: bias must be contiguous [N = ", n, "] of x's dtype");
-  }
+  check_bias(bias, n, x);
   at::Tensor out = empty_output({rows, n}, x.options());
   if (out.numel() == 0) return out;
   const at::Tensor wt = transposed(weight);  // [F, N]: the rows the events add
