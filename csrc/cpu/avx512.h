@@ -1,4 +1,5 @@
-// What the CPU kernels' AVX-512 paths share: whether to take them, and tail masks.
+// What the CPU kernels' AVX-512 paths share: whether to take them, tail masks, and the
+// attribute that compiles a loop for AVX-512, AVX2 and the baseline.
 // The float32 paths written with AVX-512 intrinsics (the TopK selection in lif_masked_cpu.cpp,
 // the event-driven synapse in spike_linear_cpu.cpp) run on CPUs with AVX-512F unless the
 // environment variable SNNKERNELS_PORTABLE is set (read once); otherwise the portable code runs.
@@ -23,6 +24,17 @@ inline bool use_avx512() {
   return false;
 #endif
 }
+
+// A function compiled for AVX-512, AVX2 and the baseline, the version picked at load time (GCC
+// function multi-versioning; on templates, per instantiation). The loops that GCC vectorizes
+// itself use it where that measured faster (the baseline build is SSE2, 4 floats a vector; the
+// LIF forward rows measured slower cloned: lif_constant_cpu.cpp). Without FMA contraction
+// (-ffp-contract=off) every version does the same IEEE operations per element, so the same bits.
+#if defined(__x86_64__)
+#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SNN_CLONES
+#endif
 
 #if defined(__x86_64__)
 // The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).

@@ -316,7 +316,6 @@ class TopKSelector {
 // and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
 // masked backward took 8.6 ms instead of 11.3 ms. float32 on an AVX-512 CPU runs Avx512Steps
 // unless SNNKERNELS_PORTABLE is set (avx512.h; tests/test_topk_selection.py compares both).
-#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES void select_topk_portable(TopKSelector<float>& s, const float* g, int64_t n,
                                      int64_t k, int32_t* idx) {
   s.template select<PortableSteps>(g, n, k, idx);

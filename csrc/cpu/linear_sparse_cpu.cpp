@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../lif_checks.h"
+#include "avx512.h"
 
 namespace snnkernels {
 namespace {
@@ -71,7 +72,6 @@ inline __attribute__((always_inline)) void gather_sum_impl(const T* values, cons
 
 // Compiled for AVX-512, AVX2 and the baseline, picked at load time (GCC function multi-
 // versioning). Without FMA contraction (-ffp-contract=off) every version rounds the same way.
-#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES void gather_sum(const float* values, const int32_t* idx, int64_t count,
                            const float* src, int64_t ld, float* out, int64_t len) {
   gather_sum_impl(values, idx, count, src, ld, out, len);

@@ -8,6 +8,7 @@
 
 #include "../lif_checks.h"
 #include "../narrow_linear.h"
+#include "avx512.h"
 
 namespace snnkernels {
 namespace {
@@ -108,7 +109,6 @@ inline __attribute__((always_inline)) void backward_rows_impl(const T* g, const 
 
 }
 
-#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES void forward_rows(const float* x, int64_t f, const float* w, int64_t n,
                              const float* bias, float* out, int64_t r0, int64_t r1) {
   forward_rows_impl(x, f, w, n, bias, out, r0, r1);
@@ -127,7 +127,6 @@ SNN_CLONES void backward_rows(const double* g, const double* x, const double* w,
                               double* gb) {
   backward_rows_impl(g, x, w, n, f, r0, r1, gx, gw, gb);
 }
-#undef SNN_CLONES
 
 void check_2d(const at::Tensor& t, const char* name, const at::Tensor& x) {
   TORCH_CHECK(t.dim() == 2 && t.is_contiguous(), "snnkernels: ", name,

@@ -354,11 +354,9 @@ int64_t count_nonzero_bits(const Bits* p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) count += (p[i] & kMagnitude) != 0;
   return count;
 }
-#define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 SNN_CLONES int64_t count_nonzero(const uint16_t* p, int64_t n) { return count_nonzero_bits(p, n); }
 SNN_CLONES int64_t count_nonzero(const uint32_t* p, int64_t n) { return count_nonzero_bits(p, n); }
 SNN_CLONES int64_t count_nonzero(const uint64_t* p, int64_t n) { return count_nonzero_bits(p, n); }
-#undef SNN_CLONES
 
 }  // namespace
 
