@@ -22,7 +22,7 @@ using namespace cpu;
 // Per-task arrays of the backward (the trajectory and the chunk's state): up to this many bytes,
 // so they stay in the 48 KiB L1 of this machine's cores while the upstream gradient streams in.
 // Measured in bench_tabular's 128 x 2 step (T = 25, M = 32768): 0.43 ms a call with 64- or
-// 256-neuron chunks, 0.66 ms with lif_cpu's 8192; with cold caches alone 0.40 ms at 128 to 256
+// 256-neuron chunks, 0.66 ms with 8192-neuron ones; with cold caches alone 0.40 ms at 128 to 256
 // neurons, 0.41-0.42 ms at 64 or 512 to 1024, 0.44 ms at 8192.
 constexpr int64_t kBackwardTaskBytes = int64_t(32) << 10;
 
