@@ -53,9 +53,17 @@ inline void check_bias(const c10::optional<at::Tensor>& bias, int64_t n, const a
 }
 
 // Upstream gradient: full [T, M], or one element broadcast to [T, M].
+// A CPU upstream gradient [T, M] that is one row broadcast over the steps (strides (0, 1), as
+// spk.sum(0) gives): the CPU kernels read it in place (cpu::grad_rows, row step 0) instead of a
+// [T, M] copy.
+inline bool broadcast_over_steps(const at::Tensor& g, const at::Tensor& mem) {
+  return g.is_cpu() && g.dim() == 2 && g.sizes() == mem.sizes() && g.size(0) > 1 &&
+         g.stride(0) == 0 && (g.size(1) <= 1 || g.stride(1) == 1);
+}
+
 inline void check_grad(const c10::optional<at::Tensor>& g, const char* name, const at::Tensor& mem) {
   if (!g.has_value()) return;
-  if (g->numel() == 1 && mem.numel() != 1) {
+  if ((g->numel() == 1 && mem.numel() != 1) || broadcast_over_steps(*g, mem)) {
     TORCH_CHECK(g->scalar_type() == mem.scalar_type() && g->device() == mem.device(),
                 "snnkernels: ", name, " must match mem in dtype and device");
     return;

@@ -43,11 +43,15 @@ def _setup_context(ctx, inputs, output):
 
 def _compact_grad(grad):
     """An upstream gradient broadcast from one value (e.g. from .sum()) is passed as that value
-    instead of being materialized as a full [T, M] tensor."""
+    instead of being materialized as a full [T, M] tensor; on the CPU, one broadcast over the T
+    steps (e.g. from spk.sum(0)) as its [M] row expanded over T, which the kernels read in place
+    (the CUDA kernels take a contiguous [T, M])."""
     if grad is None:
         return None
     if grad.numel() > 1 and all(s == 0 for s in grad.stride()):
         return grad.reshape(-1)[:1]
+    if grad.device.type == "cpu" and grad.dim() == 2 and grad.shape[0] > 1 and grad.stride(0) == 0:
+        return grad[0].contiguous().expand(grad.shape)
     return grad.contiguous()
 
 

@@ -201,6 +201,11 @@ def test_op_backward_checks():
     with pytest.raises(RuntimeError, match=re.escape("grad_spk must be contiguous with shape")):
         torch.ops.snnkernels.lif_backward(torch.ones(2, 8), None, mem, pre, mem0, beta, thr,
                                           graded, surrogate, p0, p1, reset, delay, True)
+    # a row broadcast over T is read in place only when the row itself is contiguous
+    strided_row = torch.ones(8, 2)[:, 0].expand(mem.shape)
+    with pytest.raises(RuntimeError, match=re.escape("grad_spk must be contiguous with shape")):
+        torch.ops.snnkernels.lif_backward(strided_row, None, mem, pre, mem0, beta, thr, graded,
+                                          surrogate, p0, p1, reset, delay, True)
     with pytest.raises(RuntimeError, match=re.escape("unknown surrogate id 42")):
         torch.ops.snnkernels.lif_backward(None, torch.ones_like(mem), mem, pre, mem0, beta, thr,
                                           graded, 42, p0, p1, reset, delay, True)

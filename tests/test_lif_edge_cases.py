@@ -11,6 +11,7 @@ import torch
 import snnkernels
 from snnkernels import reference
 from snnkernels import surrogate as S
+from snnkernels.sparse import ActiveWindow, TopK
 
 from helpers import (FORWARD_TOL, GRAD_TOL, RESETS, Case, ParamMode, assert_close,
                      assert_same_bits, check_against_reference, make_case, run_lif)
@@ -116,6 +117,52 @@ def test_input_broadcast_over_time(device, dtype, reset_delay):
                                   tols):
         assert torch.equal(a, b), f"{name}: broadcast input differs from its copy"
         assert_close(a, r, tol, name)
+
+
+@pytest.mark.parametrize("sparse", [None, TopK(k=5), TopK(k=5, temporal=True),
+                                    ActiveWindow(width=0.4)],
+                         ids=["dense", "topk", "topk_temporal", "window"])
+def test_upstream_gradient_broadcast_over_time(device, dtype, sparse):
+    """A loss on spk.sum(0) and mem.sum(0) sends gradients that are one row broadcast over T
+    (stride 0; on the CPU the kernels read that row in place instead of a [T, M] copy): the same
+    bits as the same values given contiguous, for lif (dense and masked), linear_lif and
+    lif_constant, and the reference's values."""
+    g = torch.Generator().manual_seed(11)
+    x0 = (torch.randn(6, 3, 40, generator=g, dtype=torch.float64) * 1.2 + 0.5).to(dtype)
+    w0 = (torch.randn(40, 40, generator=g, dtype=torch.float64) * 0.3).to(dtype)
+    row_spk = torch.randn(3, 40, generator=g, dtype=torch.float64).to(dtype)
+    row_mem = torch.randn(3, 40, generator=g, dtype=torch.float64).to(dtype)
+    row_spk, row_mem = row_spk.to(device), row_mem.to(device)
+
+    def loss(spk, mem, contiguous):
+        outs = [(spk, row_spk)] + ([] if mem is None else [(mem, row_mem)])
+        if contiguous:  # the same values, materialized: the gradient arrives contiguous
+            return sum((out * row.expand(out.shape).contiguous()).sum() for out, row in outs)
+        return sum((out.sum(0) * row).sum() for out, row in outs)
+
+    def grads(fn, contiguous):
+        x = x0.clone().to(device).requires_grad_(True)
+        w = w0.clone().to(device).requires_grad_(True)
+        spk, mem = fn(x, w)
+        return torch.autograd.grad(loss(spk, mem, contiguous), [x, w], allow_unused=True)
+
+    calls = {
+        "lif": (lambda x, w: snnkernels.lif(x @ w.t(), 0.85, sparse=sparse),
+                lambda x, w: reference.lif(x @ w.t(), 0.85, sparse=sparse)),
+        "linear_lif": (lambda x, w: snnkernels.linear_lif(x, w, None, 0.85, sparse=sparse),
+                       lambda x, w: reference.lif(x @ w.t(), 0.85, sparse=sparse)),
+    }
+    if sparse is None:  # lif_constant: only spikes, of the current at step 0
+        calls["lif_constant"] = (
+            lambda x, w: (snnkernels.lif_constant(x[0] @ w.t(), 6, 0.85), None),
+            lambda x, w: (reference.lif((x[0] @ w.t()).expand(6, 3, 40), 0.85)[0], None))
+    for name, (fn, ref_fn) in calls.items():
+        in_place, copied, ref = grads(fn, False), grads(fn, True), grads(ref_fn, False)
+        for what, a, b, r in zip(("grad x", "grad w"), in_place, copied, ref):
+            if r is None:  # lif_constant reads x[0] only: the reference leaves the rest unused
+                continue
+            assert a is not None and torch.equal(a, b), f"{name} {what}: broadcast != contiguous"
+            assert_close(a, r, GRAD_TOL[dtype], f"{name} {what}")
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0, 4), (3, 4, 0), (0,)],

@@ -150,7 +150,7 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk, const T* __restr
                 cp.graded, spk_unused, len);
         prev = u_traj + t * width;
       }
-      const GradRows<T> gs = grad_rows(grad_spk, m, n0, len, gs_local);
+      const GradRows<T> gs = grad_rows(grad_spk, n0, len, gs_local);
       std::fill(carry, carry + len, T(0));
       std::fill(gx_sum, gx_sum + len, T(0));
       if constexpr (kParamGrads) {

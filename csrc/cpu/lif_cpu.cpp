@@ -97,8 +97,8 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      const GradRows<T> gs = grad_rows(grad_spk, m, n0, len, gs_local);
-      const GradRows<T> gm = grad_rows(grad_mem, m, n0, len, gm_local);
+      const GradRows<T> gs = grad_rows(grad_spk, n0, len, gs_local);
+      const GradRows<T> gm = grad_rows(grad_mem, n0, len, gm_local);
       std::fill(carry, carry + len, T(0));
       if constexpr (kParamGrads) {
         std::fill(d_beta, d_beta + len, T(0));

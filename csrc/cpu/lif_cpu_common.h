@@ -145,7 +145,8 @@ inline at::Tensor reduce_periodic(const at::Tensor& partial, int64_t period) {
 }
 
 // An upstream gradient as the backward loop reads it: row t starts at base + t * step
-// (step = M for a full [T, M] tensor, 0 for a chunk-local broadcast or zero row).
+// (step = M for a full [T, M] tensor, 0 for one row broadcast over T (lif_checks.h) or a
+// chunk-local broadcast or zero row).
 template <typename T>
 struct GradRows {
   const T* base;
@@ -153,9 +154,9 @@ struct GradRows {
 };
 
 template <typename T>
-GradRows<T> grad_rows(const c10::optional<at::Tensor>& g, int64_t m, int64_t n0, int64_t len,
+GradRows<T> grad_rows(const c10::optional<at::Tensor>& g, int64_t n0, int64_t len,
                       T* local) {
-  if (g.has_value() && g->numel() != 1) return {g->data_ptr<T>() + n0, m};
+  if (g.has_value() && g->numel() != 1) return {g->data_ptr<T>() + n0, g->stride(0)};
   std::fill(local, local + len, g.has_value() ? g->data_ptr<T>()[0] : T(0));
   return {local, 0};
 }
