@@ -24,10 +24,10 @@ constexpr int64_t kMaxChunk = 2048;
 // forward 0.34 / 2.52 ms instead of 0.36 / 2.74, backward 0.23 / 1.75 instead of 0.26 / 1.99;
 // 1024 about the same, 512 and 4096 slower. Results do not depend on it: every neuron is
 // computed the same way in any chunk.
-inline int64_t chunk_width(int64_t m) {
+inline int64_t chunk_width(int64_t m, int64_t max_width = kMaxChunk) {
   const int64_t parts = 2 * static_cast<int64_t>(at::get_num_threads());
   const int64_t width = ((m + parts - 1) / parts + 63) / 64 * 64;
-  return std::clamp<int64_t>(width, 64, kMaxChunk);
+  return std::clamp<int64_t>(width, 64, max_width);
 }
 
 // Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task and
