@@ -52,7 +52,6 @@ inline void check_bias(const c10::optional<at::Tensor>& bias, int64_t n, const a
               "snnkernels: bias must be contiguous [N = ", n, "] of x's dtype");
 }
 
-// Upstream gradient: full [T, M], or one element broadcast to [T, M].
 // A CPU upstream gradient [T, M] that is one row broadcast over the steps (strides (0, 1), as
 // spk.sum(0) gives): the CPU kernels read it in place (cpu::grad_rows, row step 0) instead of a
 // [T, M] copy.
@@ -61,6 +60,8 @@ inline bool broadcast_over_steps(const at::Tensor& g, const at::Tensor& mem) {
          g.stride(0) == 0 && (g.size(1) <= 1 || g.stride(1) == 1);
 }
 
+// Upstream gradient: full [T, M], one element broadcast to [T, M], or (CPU) one row broadcast
+// over the T steps.
 inline void check_grad(const c10::optional<at::Tensor>& g, const char* name, const at::Tensor& mem) {
   if (!g.has_value()) return;
   if ((g->numel() == 1 && mem.numel() != 1) || broadcast_over_steps(*g, mem)) {

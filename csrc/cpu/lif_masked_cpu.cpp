@@ -346,6 +346,11 @@ struct MaskedOut {
   const int64_t* row_ptr;  // CSR (ActiveWindow, compact); nullptr for ELL
 };
 
+// Neurons per chunk of the masked backward, at most (whole rows; not lif_cpu's 2048: in
+// bench_sparse's wide layer, rows of 1024, TopK 1% took 19.4-19.6 ms with 2048 against 15.6-16.0
+// with 8192).
+constexpr int64_t kMaxMaskedChunk = 8192;
+
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kWindow, bool kParamGrads>
 void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                             const c10::optional<at::Tensor>& grad_mem, const T* mem,
@@ -353,9 +358,8 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                             const MaskSpec& spec, MaskedOut<T> out, T* grad_mem0, T* grad_beta,
                             T* grad_thr, T* grad_graded, int64_t steps, int64_t m) {
   const int64_t row = spec.row, k = spec.k;
-  // Whole rows, in chunks of up to 8192 neurons (not lif_cpu's 2048: in bench_sparse's wide
-  // layer, rows of 1024, TopK 1% took 19.4-19.6 ms with 2048 against 15.6-16.0 with 8192).
-  const int64_t width = std::max<int64_t>(1, chunk_width(m, 8192) / row) * row;
+  // Whole rows, in chunks of up to kMaxMaskedChunk neurons.
+  const int64_t width = std::max<int64_t>(1, chunk_width(m, kMaxMaskedChunk) / row) * row;
   const int64_t chunks = (m + width - 1) / width;
   const T window = static_cast<T>(spec.width);
   // TopK without `temporal` carries the unmasked g_h through time, as the dense backward does:
