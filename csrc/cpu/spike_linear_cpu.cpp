@@ -3,12 +3,14 @@
 //   spike_linear:      out[r, :] = bias + sum over f with x[r, f] != 0, ascending, of
 //                                  x[r, f] * W[:, f]                      (x [R, F], W [N, F])
 //   spike_weight_grad: grad_W[:, f] = sum over r with x[r, f] != 0, ascending, of
-//                                  x[r, f] * grad[r, :]                   (grad [R, N])
+//                                  x[r, f] * grad[r, :]                   (grad [R, N]),
+//                      summed over each of two halves of the rows, then the halves added
 // Cost O(nnz(x) * N) against the GEMMs' O(R * F * N). linear_lif picks these over the GEMMs when
 // the measured density of x is below event_max_density (event_linear.h; the crossovers measured
-// in benchmarks/results/event_cpu*.md). Deterministic: every output row is summed by one task in a
-// fixed order, so the bits do not depend on the thread count; they differ from the GEMM's in
-// rounding only (another summation order).
+// in benchmarks/results/event_cpu*.md). Deterministic: every output row (for spike_weight_grad,
+// every row of each half's partial) is summed by one task in a fixed order, so the bits do not
+// depend on the thread count; they differ from the GEMM's in rounding only (another summation
+// order).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -302,8 +304,29 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   return out;
 }
 
-// The task holding feature 0 also sums the bias, rows in order, while its tiles of grad are in
-// cache (linear_dense_backward's event path: no separate pass over grad).
+// spike_weight_grad splits the rows into this many parts, each summed into its own [F, N]
+// partial, then adds the partials in order. A fixed number, not the thread count, so the bits do
+// not depend on the thread count. Two: with the features alone split between threads, each of
+// this project's 2 cores read all of grad and x; in bench_tabular's 128 x 2 training step
+// (torch profiler, 2 threads, [6400, 128] at 17.6%) the call took 0.45-0.48 ms instead of
+// 0.69-0.70 (four parts 0.47-0.52, eight 0.50-0.69).
+constexpr int64_t kWeightGradParts = 2;
+
+// Rows per part: whole 64-row tiles (the AVX-512 kernel's block).
+int64_t weight_grad_part_rows(int64_t rows) {
+  return std::max<int64_t>(64, ((rows + kWeightGradParts - 1) / kWeightGradParts + 63) / 64 * 64);
+}
+
+// dst[0, len) += src[0, len), in parallel (a function of its own so GCC vectorizes it).
+template <typename T>
+void add_onto(T* __restrict__ dst, const T* __restrict__ src, int64_t len) {
+  at::parallel_for(0, len, 4096, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) dst[i] += src[i];
+  });
+}
+
+// The task holding a part's feature 0 also sums the part's bias, rows in order, while its tiles
+// of grad are in cache (linear_dense_backward's event path: no separate pass over grad).
 std::tuple<at::Tensor, at::Tensor> spike_weight_grad_cpu(const at::Tensor& grad,
                                                         const at::Tensor& x, bool need_bias) {
   check_dense_2d(grad, "grad");
@@ -312,24 +335,38 @@ std::tuple<at::Tensor, at::Tensor> spike_weight_grad_cpu(const at::Tensor& grad,
               "snnkernels: grad [R, N] and x [R, F] need the same R and dtype, got ", grad.sizes(),
               " and ", x.sizes());
   const int64_t rows = x.size(0), f = x.size(1), n = grad.size(1);
-  at::Tensor grad_wt = at::zeros({f, n}, x.options());  // [F, N]: row f sums the events of f
-  at::Tensor grad_bias = at::zeros({need_bias ? n : 0}, x.options());
+  const int64_t part_rows = weight_grad_part_rows(rows);
+  const int64_t parts = std::max<int64_t>(1, (rows + part_rows - 1) / part_rows);
+  // [parts, F, N]: part p sums the events of its rows (row f of its [F, N]: those of feature f)
+  at::Tensor partial = at::zeros({parts, f, n}, x.options());
+  at::Tensor bias_partial = at::zeros({parts, need_bias ? n : 0}, x.options());
+  at::Tensor grad_wt = partial[0];
+  at::Tensor grad_bias = bias_partial[0];
   if (n != 0 && rows != 0) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spike_weight_grad_cpu", [&] {
       using T = scalar_t;
       const T* xp = x.data_ptr<T>();
       const T* gp = grad.data_ptr<T>();
-      T* wp = grad_wt.data_ptr<T>();
-      T* bp = need_bias ? grad_bias.data_ptr<T>() : nullptr;
+      T* wp = partial.data_ptr<T>();
+      T* bp = need_bias ? bias_partial.data_ptr<T>() : nullptr;
       if (f == 0) {  // no features: only the bias sums, rows in order
         if (bp != nullptr) weight_grad_features(xp, rows, f, gp, n, wp, 0, 0, bp);
         return;
       }
-      // A task owns a range of features and walks all rows in order: each output row has one
-      // owner that adds its terms in ascending r.
-      at::parallel_for(0, f, 8, [&](int64_t f0, int64_t f1) {
-        weight_grad_features(xp, rows, f, gp, n, wp, f0, f1, f0 == 0 ? bp : nullptr);
+      // A task owns a range of (part, feature) pairs and walks the part's rows in order: each
+      // partial row has one owner that adds its terms in ascending r.
+      at::parallel_for(0, parts * f, 8, [&](int64_t i0, int64_t i1) {
+        for (int64_t p = i0 / f; p * f < i1; ++p) {
+          const int64_t f0 = std::max(i0, p * f) - p * f, f1 = std::min(i1, (p + 1) * f) - p * f;
+          const int64_t r0 = p * part_rows, r1 = std::min(rows, r0 + part_rows);
+          weight_grad_features(xp + r0 * f, r1 - r0, f, gp + r0 * n, n, wp + p * f * n, f0, f1,
+                               f0 == 0 && bp != nullptr ? bp + p * n : nullptr);
+        }
       });
+      for (int64_t p = 1; p < parts; ++p) {  // the parts added onto part 0 in order
+        add_onto(wp, wp + p * f * n, f * n);
+        if (bp != nullptr) add_onto(bp, bp + p * n, n);
+      }
     });
   }
   return {transposed(grad_wt), grad_bias};
