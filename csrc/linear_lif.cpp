@@ -59,20 +59,29 @@ Triple lif_forward_masked(const at::Tensor& x, const c10::optional<at::Tensor>& 
                           reset_delay);
 }
 
-Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
-                          const c10::optional<at::Tensor>& bias, const at::Tensor& beta,
-                          const at::Tensor& threshold, const at::Tensor& graded,
-                          int64_t surrogate, double p0, double p1, int64_t reset,
-                          bool reset_delay, int64_t /*mask*/, int64_t /*k*/, double /*width*/,
-                          bool /*temporal*/) {
+using Quad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The synapse's path as linear_lif_forward's `event` output: [1] bool on the CPU (true: event-
+// driven), [0] elsewhere (no choice to carry).
+at::Tensor event_flag(bool event, const at::Tensor& x) {
+  const auto opts = x.options().dtype(at::kBool);
+  return x.is_cpu() ? at::full({1}, event, opts) : at::empty({0}, opts);
+}
+
+Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
+                        const c10::optional<at::Tensor>& bias, const at::Tensor& beta,
+                        const at::Tensor& threshold, const at::Tensor& graded, int64_t surrogate,
+                        double p0, double p1, int64_t reset, bool reset_delay,
+                        int64_t /*mask*/, int64_t /*k*/, double /*width*/, bool /*temporal*/) {
   TORCH_CHECK(x.dim() == 3, "snnkernels: linear_lif x must be [T, B, F], got ", x.sizes());
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(2),
               "snnkernels: linear_lif weight must be [N, F = ", x.size(2), "], got ",
               weight.sizes());
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
+  const bool event = event_driven_layer(x2, n);
   at::Tensor current;
-  if (event_driven_layer(x2, n)) {  // spikes: work over the nonzeros of x only
+  if (event) {  // spikes: work over the nonzeros of x only
     current = call_spike_linear(x2, weight.contiguous(), bias);
   } else if (narrow_layer(x2, n)) {
     current = narrow_linear_cpu(x2, weight.contiguous(), bias);
@@ -87,14 +96,28 @@ Triple linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
       at::mm_out(current, x2, weight.t());
     }
   }
-  return call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta, threshold, graded,
-                          surrogate, p0, p1, reset, reset_delay);
+  auto [spk, mem, pre] = call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta,
+                                          threshold, graded, surrogate, p0, p1, reset,
+                                          reset_delay);
+  return {spk, mem, pre, event_flag(event, x)};
+}
+
+// The forward's choice when given (its `event` output: counting x's nonzeros again took
+// 70 us of the 128 x 2 training step's backward), else the rule on x.
+bool event_driven_path(const c10::optional<at::Tensor>& event, const at::Tensor& x, int64_t n) {
+  if (!event.has_value() || event->numel() == 0) return event_driven_layer(x, n);
+  TORCH_CHECK(event->numel() == 1 && event->scalar_type() == at::kBool && event->is_cpu() &&
+                  x.is_cpu(),
+              "snnkernels: linear_dense_backward's event must be linear_lif_forward's [1] bool on "
+              "the CPU, got ", event->sizes(), " ", event->scalar_type(), " on ", event->device());
+  return event->item<bool>();
 }
 
 // The GEMMs write into outputs from empty_output (on the CPU the output cache), like the
 // forward's current: with torch's allocator these layer-sized gradients came on fresh pages.
 Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
-                             bool need_x, bool need_weight, bool need_bias) {
+                             bool need_x, bool need_weight, bool need_bias,
+                             const c10::optional<at::Tensor>& event) {
   TORCH_CHECK(grad.dim() == 2 && x.dim() == 2 && weight.dim() == 2 &&
                   grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
                   x.size(1) == weight.size(1),
@@ -108,7 +131,7 @@ Triple linear_dense_backward(const at::Tensor& grad, const at::Tensor& x, const 
   const auto opts = x.options();
   at::Tensor grad_x = empty_output({need_x ? rows : 0, f}, opts);
   if (need_x) at::mm_out(grad_x, grad, weight);
-  if (need_weight && event_driven_layer(x, n)) {  // CPU: dW, and db on the way, over x's nonzeros
+  if (need_weight && event_driven_path(event, x, n)) {  // CPU: dW (and db) over x's nonzeros
     const auto [grad_weight, grad_bias] =
         call_spike_weight_grad(grad.contiguous(), x.contiguous(), need_bias);
     return {grad_x, grad_weight, grad_bias};

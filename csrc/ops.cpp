@@ -120,18 +120,21 @@ TORCH_LIBRARY(snnkernels, m) {
   // The fused synapse + neuron layer: x [T, B, F] contiguous, weight [N, F], bias [N] or None;
   // I = x W^T + b in one GEMM for all T, then lif_forward on I viewed as [T, B * N] (no mem0).
   // Parameters as lif_forward's, for M = B * N. Mask arguments as lif_forward_masked's (mask 0:
-  // dense), row = N.
+  // dense), row = N. event: [1] bool on the CPU, whether the synapse ran event-driven (for
+  // linear_dense_backward); [0] on other devices.
   m.def(
       "linear_lif_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, Tensor threshold, "
       "Tensor graded, int surrogate, float p0, float p1, int reset, bool reset_delay, int mask, "
-      "int k, float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset)");
-  // linear_lif's dense synaptic backward from the current's gradient grad [R, N]: grad_x =
-  // grad W [R, F], grad_weight = grad^T x [N, F] (over x's nonzeros when the forward's event
-  // rule holds for x and N), grad_bias = column sums of grad [N]; empty when not needed.
+      "int k, float width, bool temporal) -> (Tensor spk, Tensor mem, Tensor pre_reset, "
+      "Tensor event)");
+  // linear_lif's dense synaptic backward from the current's gradient grad [R, N]:
+  // grad_x = grad W [R, F], grad_weight = grad^T x [N, F] (over x's nonzeros when `event`, the
+  // forward's output, says so; without it, when the forward's event rule holds for x and N),
+  // grad_bias = column sums of grad [N]; empty when not needed.
   m.def(
       "linear_dense_backward(Tensor grad, Tensor x, Tensor weight, bool need_x, "
-      "bool need_weight, bool need_bias) -> (Tensor grad_x, Tensor grad_weight, "
-      "Tensor grad_bias)");
+      "bool need_weight, bool need_bias, Tensor? event=None) -> (Tensor grad_x, "
+      "Tensor grad_weight, Tensor grad_bias)");
   // The synaptic backward from a compact gradient (lif_backward_masked's ELL or CSR): x [R, F],
   // weight [N, F]. grad_x = dI W [R, F], grad_weight = dI^T x [N, F], grad_bias = column sums of
   // dI [N], each touching only the stored entries; empty when not needed.

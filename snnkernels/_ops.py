@@ -151,8 +151,9 @@ def _lif_backward_masked_fake(grad_spk, grad_mem, mem, pre_reset, mem0, beta, th
 def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset,
                              reset_delay, mask, k, width, temporal):
     current = x.new_empty((x.shape[0], x.shape[1] * weight.shape[0]))
-    return _lif_forward_fake(current, None, beta, threshold, graded, surrogate, p0, p1, reset,
-                             reset_delay)
+    event = x.new_empty((1 if x.device.type == "cpu" else 0,), dtype=torch.bool)
+    return (*_lif_forward_fake(current, None, beta, threshold, graded, surrogate, p0, p1, reset,
+                               reset_delay), event)
 
 
 @torch.library.register_fake("snnkernels::spike_linear")
@@ -167,7 +168,7 @@ def _spike_weight_grad_fake(grad, x, need_bias=False):
 
 
 @torch.library.register_fake("snnkernels::linear_dense_backward")
-def _linear_dense_backward_fake(grad, x, weight, need_x, need_weight, need_bias):
+def _linear_dense_backward_fake(grad, x, weight, need_x, need_weight, need_bias, event=None):
     n, f = weight.shape
     return (x.new_empty((x.shape[0] if need_x else 0, f)),
             x.new_empty((n if need_weight else 0, f)),
@@ -205,15 +206,15 @@ torch.library.register_autograd("snnkernels::lif_forward_masked", _masked_backwa
 
 def _setup_linear_context(ctx, inputs, output):
     x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs[:11]
-    _, mem, pre = output
-    ctx.save_for_backward(x, weight, mem, pre, beta, threshold, graded)
+    _, mem, pre, event = output  # event: the synapse's path, which the dense backward reuses
+    ctx.save_for_backward(x, weight, mem, pre, beta, threshold, graded, event)
     ctx.args = (surrogate, p0, p1, reset, reset_delay)
     ctx.mask = tuple(inputs[11:])  # (mask, k, width, temporal); mask 0: dense
     ctx.set_materialize_grads(False)
 
 
-def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
-    x, weight, mem, pre, beta, threshold, graded = ctx.saved_tensors
+def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre, _grad_event):
+    x, weight, mem, pre, beta, threshold, graded, event = ctx.saved_tensors
     needs = ctx.needs_input_grad
     param_grads = needs[3] or needs[4] or needs[5]
     steps, batch, features = x.shape
@@ -226,7 +227,7 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre):
         gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
             gs, gm, mem, pre, None, beta, threshold, graded, *ctx.args, param_grads)
         gx, gw, gb = _lib.linear_dense_backward(gi.view(steps * batch, n), x2, weight,
-                                                needs[0], needs[1], needs[2])
+                                                needs[0], needs[1], needs[2], event)
         gx = gx.view(steps, batch, features) if needs[0] else None
     else:  # masked: the compact current gradient, then the sparse synaptic backward
         _, _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_masked(

@@ -50,7 +50,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     neurons, m = (batch, n), batch * n
     p0, p1 = sg.constants()
-    spk, mem, _ = _ops.linear_lif_forward(
+    spk, mem, _, _ = _ops.linear_lif_forward(
         x.contiguous(),
         weight.contiguous(),
         None if bias is None else bias.contiguous(),

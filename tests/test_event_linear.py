@@ -149,6 +149,35 @@ def test_dense_input_uses_gemm():
         lambda: run_layer(snnkernels.linear_lif, inputs))
 
 
+def test_backward_takes_the_forward_path():
+    """linear_lif_forward's `event` output says which synapse it ran; linear_dense_backward given
+    it takes that path without counting x again (here against the rule on x, to show it obeys
+    the flag), and without it decides from x."""
+    x_spikes = spikes(30, 300, THRESHOLD / 2, seed=5)
+    x_dense = torch.randn(30, 300, generator=generator(6), dtype=torch.float64)
+    w = torch.randn(MIN_WIDTH, 300, generator=generator(7), dtype=torch.float64)
+    b = torch.randn(MIN_WIDTH, generator=generator(8), dtype=torch.float64)
+    grad = torch.randn(30, MIN_WIDTH, generator=generator(9), dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    for x, event in ((x_spikes, True), (x_dense, False)):
+        out = ops.linear_lif_forward(x.view(6, 5, 300), w, b, one, one, one, 0, 2.0, 0.0, 0, True,
+                                     0, 0, 0.0, False)
+        assert out[3].dtype == torch.bool and out[3].tolist() == [event]
+    flag = {v: torch.tensor([v]) for v in (True, False)}
+    for x, event in ((x_spikes, None), (x_dense, flag[True]), (x_spikes, flag[False]),
+                     (x_dense, None)):
+        weight_path = event.item() if event is not None else x is x_spikes
+        called = ops_called(lambda: ops.linear_dense_backward(grad, x, w, True, True, True, event))
+        assert ("snnkernels::spike_weight_grad" in called) == weight_path
+        dx, dw, db = ops.linear_dense_backward(grad, x, w, True, True, True, event)
+        assert_close(dw, grad.t() @ x, MATMUL_TOL, "grad_weight")
+        assert_close(db, grad.sum(0), MATMUL_TOL, "grad_bias")
+        assert_close(dx, grad @ w, MATMUL_TOL, "grad_x")
+    for bad in (torch.tensor([1]), torch.tensor([True, False])):
+        with pytest.raises(RuntimeError, match="event"):
+            ops.linear_dense_backward(grad, x_spikes, w, True, True, True, bad)
+
+
 def test_narrow_layer_on_spikes_uses_gemm():
     """Spikes into a layer narrower than event_min_width (e.g. a 2-class readout): GEMMs."""
     inputs = layer_inputs(t=6, b=5, f=300, n=MIN_WIDTH - 1)

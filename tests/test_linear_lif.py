@@ -116,8 +116,9 @@ def test_opcheck_linear_ops():
                            w.detach(), True, True, True))
     grad = torch.randn(rows, n, generator=g, dtype=torch.float64)
     for needs in ((True, True, True), (False, True, False)):
-        torch.library.opcheck(torch.ops.snnkernels.linear_dense_backward.default,
-                              (grad, x2, w.detach(), *needs))
+        for event in (None, torch.tensor([True]), torch.tensor([False])):
+            torch.library.opcheck(torch.ops.snnkernels.linear_dense_backward.default,
+                                  (grad, x2, w.detach(), *needs, event))
     # CSR (ActiveWindow's form), with empty rows, and only some outputs
     row_ptr = torch.arange(rows + 1, dtype=torch.int64) // 2 * 3
     nnz = int(row_ptr[-1])
