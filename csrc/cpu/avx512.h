@@ -27,13 +27,21 @@ inline bool use_avx512() {
 
 // A function compiled for AVX-512, AVX2 and the baseline, the version picked at load time (GCC
 // function multi-versioning; on templates, per instantiation). The loops that GCC vectorizes
-// itself use it where that measured faster (the baseline build is SSE2, 4 floats a vector; the
-// LIF forward rows measured slower cloned: lif_constant_cpu.cpp). Without FMA contraction
+// itself use it where that measured faster (the baseline build is SSE2, 4 floats a vector). Without FMA contraction
 // (-ffp-contract=off) every version does the same IEEE operations per element, so the same bits.
 #if defined(__x86_64__)
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SNN_CLONES
+#endif
+
+// The same for AVX2 and the baseline only: the LIF forward rows, whose AVX-512 clones measured
+// slower in the training step than the baseline, and slowed the ops after them; AVX2 ones did
+// neither (lif_cpu.cpp, lif_constant_cpu.cpp).
+#if defined(__x86_64__)
+#define SNN_CLONES_AVX2 __attribute__((target_clones("avx2", "default")))
+#else
+#define SNN_CLONES_AVX2
 #endif
 
 #if defined(__x86_64__)

@@ -48,11 +48,21 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
 // vectorizes the baseline with SSE2, 4 floats at a time): the recompute, then the walk back
 // with dL/dx summed over the steps. Measured in bench_tabular's 128 x 2 step (torch profiler,
 // 2 threads): the backward took 0.21-0.30 ms a call instead of 0.40-0.46 ms (AVX2 at most:
-// 0.28-0.29 ms). The forward keeps the baseline build: with step_row and lif_cpu.cpp's rows
-// cloned the same way, this forward took 0.34-0.36 ms instead of 0.26-0.29 and lif_forward
-// 0.61-0.64 instead of 0.42-0.45 ms in the same step (alone, on warm buffers, both were faster).
+// 0.28-0.29 ms; at f7a5845 0.30-0.35 against AVX-512's 0.24-0.29). The forward's row is built
+// for AVX2 and the baseline only (SNN_CLONES_AVX2): cloned for AVX-512 as well, this forward took
+// 0.34-0.36 ms instead of 0.26-0.29 and slowed the ops after it (alone, on warm buffers, it was
+// faster); with AVX2 at most it took 0.15-0.16 ms instead of 0.19-0.23 in the step, the ops
+// after it unchanged (alone, [32768] x 25 steps: 0.14 instead of 0.19 ms).
 template <typename T, Reset R, bool kDelay, bool kUniform>
 SNN_CLONES __attribute__((flatten)) void recompute_row(
+    const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
+    T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
+    const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
+  step_row<T, R, kDelay, kUniform>(x, u_prev, u_out, h_out, beta_c, thr, graded, spk, len);
+}
+
+template <typename T, Reset R, bool kDelay, bool kUniform>
+SNN_CLONES_AVX2 __attribute__((flatten)) void forward_step_row(
     const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
     T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
     const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
@@ -86,8 +96,8 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     T* __restrict__ spk, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const auto row_fn = params.uniform() ? step_row<T, R, kDelay, true>
-                                       : step_row<T, R, kDelay, false>;
+  const auto row_fn = params.uniform() ? forward_step_row<T, R, kDelay, true>
+                                       : forward_step_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 3, width);
