@@ -29,7 +29,8 @@ using namespace cpu;
 // took 0.32-0.34 ms instead of 0.35-0.37 (alone, [25, 32768]: 0.33 instead of 0.36 ms); with an
 // AVX-512 clone too it took 0.61-0.64 ms instead of 0.42-0.45 (an earlier build).
 template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES_AVX2 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
+SNN_CLONES_AVX2
+void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
                  T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
   const UniformParams<T> one(beta_c, thr, graded);
