@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -168,7 +170,7 @@ def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> t
     is expanded to every neuron (P = M). Keeping P small keeps the gradient reduction inside the
     kernel (deterministic) and avoids materializing an expanded copy."""
     if not isinstance(value, torch.Tensor):
-        return torch.full((1,), value, dtype=acc, device=device)
+        return constant_param(value, acc, device)
     value = value.to(device=device, dtype=acc)
     shape = list(value.shape)
     while shape and shape[0] == 1:
@@ -183,3 +185,21 @@ def _as_kernel_param(value, batch: tuple, m: int, acc: torch.dtype, device) -> t
     if tuple(shape) == batch[len(batch) - len(shape):]:
         return value.reshape(-1).contiguous()
     return value.expand(batch).reshape(m).contiguous()
+
+
+def constant_param(value, dtype: torch.dtype, device) -> torch.Tensor:
+    """A Python-number parameter as the kernels' one-value tensor. Eager calls reuse one tensor
+    per (value, dtype, device) (the kernels only read it; making three of them per layer call was
+    ~5 us of Python a call); under torch.compile it is made in the graph."""
+    if torch.compiler.is_compiling():
+        return torch.full((1,), value, dtype=dtype, device=device)
+    value = float(value)
+    return _cached_constant(value, math.copysign(1.0, value), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constant(value: float, sign: float, dtype: torch.dtype, device) -> torch.Tensor:
+    # `sign` keeps -0.0 apart from 0.0 (equal as keys). Made outside inference mode: an inference
+    # tensor could not be saved for a later call's backward.
+    with torch.inference_mode(False):
+        return torch.full((1,), value, dtype=dtype, device=device)

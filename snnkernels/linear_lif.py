@@ -8,7 +8,7 @@ import torch
 from . import _args, _ops
 from . import sparse as _sparse
 from . import surrogate as _surrogate
-from .lif import _as_kernel_param, check_kernel_input
+from .lif import _as_kernel_param, check_kernel_input, constant_param
 
 
 def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
@@ -56,7 +56,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
         None if bias is None else bias.contiguous(),
         _as_kernel_param(beta, neurons, m, acc, x.device),
         _as_kernel_param(threshold, neurons, m, acc, x.device),
-        torch.ones(1, dtype=acc, device=x.device),
+        constant_param(1.0, acc, x.device),
         sg.kind,
         p0,
         p1,

@@ -134,3 +134,27 @@ def test_compile_fullgraph_matches_eager(backend):
     for name in grads_e:
         assert grads_e[name].abs().sum() > 0, f"eager grad {name} is zero: weak test"
         assert_close(grads_c[name], grads_e[name], tol, f"{backend} grad {name}")
+
+
+def test_number_params_first_made_in_inference_mode():
+    """Python-number parameters become one-value tensors reused across eager calls
+    (snnkernels.lif.constant_param). One first made under torch.inference_mode must still serve
+    a later training call (an inference tensor cannot be saved for backward), with the results
+    of the same values given as tensors; -0.0 and 0.0 stay apart."""
+    beta, threshold = 0.8123457, 0.7771235  # values no other test passes
+    x = torch.randn(6, 4, 5, generator=generator(11), dtype=torch.float64) + 0.6
+    with torch.inference_mode():
+        snnkernels.lif(x, beta, threshold)
+    results = []
+    for b, t in ((beta, threshold), (torch.tensor(beta, dtype=torch.float64),
+                                     torch.tensor(threshold, dtype=torch.float64))):
+        xg = x.clone().requires_grad_()
+        spk, mem = snnkernels.lif(xg, b, t)
+        (spk.sum() + (mem * mem).sum()).backward()
+        results.append((spk, mem, xg.grad))
+    assert results[0][0].sum() > 0
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    from snnkernels.lif import constant_param
+    assert torch.signbit(constant_param(-0.0, torch.float32, "cpu")).item()
+    assert not torch.signbit(constant_param(0.0, torch.float32, "cpu")).item()
