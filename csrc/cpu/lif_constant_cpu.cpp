@@ -52,7 +52,9 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
 // for AVX2 and the baseline only (SNN_CLONES_AVX2): cloned for AVX-512 as well, this forward took
 // 0.34-0.36 ms instead of 0.26-0.29 and slowed the ops after it (alone, on warm buffers, it was
 // faster); with AVX2 at most it took 0.15-0.16 ms instead of 0.19-0.23 in the step, the ops
-// after it unchanged (alone, [32768] x 25 steps: 0.14 instead of 0.19 ms).
+// after it unchanged. Alone, 25 steps: 0.14 instead of 0.19 ms at M = 32768, 1.16-1.17 instead of
+// 1.43 at 262144, but 8.35-8.50 instead of 7.85-7.89 at 1048576 (100 MB of spikes: there the
+// baseline streams the output faster).
 template <typename T, Reset R, bool kDelay, bool kUniform>
 SNN_CLONES __attribute__((flatten)) void recompute_row(
     const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,

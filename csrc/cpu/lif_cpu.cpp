@@ -14,7 +14,6 @@
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
 #include <torch/library.h>
 
-#include "avx512.h"
 #include "lif_cpu_common.h"
 
 namespace snnkernels {
@@ -25,11 +24,11 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-// Built for AVX2 and the baseline (avx512.h): in bench_tabular's 128 x 2 step the layer-2 forward
-// took 0.32-0.34 ms instead of 0.35-0.37 (alone, [25, 32768]: 0.33 instead of 0.36 ms); with an
-// AVX-512 clone too it took 0.61-0.64 ms instead of 0.42-0.45 (an earlier build).
+// The baseline build (SSE2) only: an AVX2 clone took 0.32-0.34 ms instead of 0.35-0.37 in
+// bench_tabular's 128 x 2 step, but alone on [25, 262144] 2.88-3.00 ms instead of 2.63-2.74 and
+// on [25, 1048576] 16.0-16.8 instead of 15.0-15.3 (an AVX-512 clone: 0.61-0.64 ms instead of
+// 0.42-0.45 in the step).
 template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES_AVX2
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
                  T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
