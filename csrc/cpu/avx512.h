@@ -35,9 +35,9 @@ inline bool use_avx512() {
 #define SNN_CLONES
 #endif
 
-// The same for AVX2 and the baseline only: lif_constant's forward row, whose AVX-512 clone
-// measured slower in the training step than the baseline and slowed the ops after it; the AVX2
-// one did neither (lif_constant_cpu.cpp).
+// The same for AVX2 and the baseline only: the LIF forward rows, whose AVX-512 clones measured
+// slower in the training step than the baseline and slowed the ops after them; the AVX2 ones did
+// neither (lif_cpu.cpp, lif_constant_cpu.cpp; used below a size, lif_cpu_common.h).
 #if defined(__x86_64__)
 #define SNN_CLONES_AVX2 __attribute__((target_clones("avx2", "default")))
 #else

@@ -53,8 +53,8 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
 // 0.34-0.36 ms instead of 0.26-0.29 and slowed the ops after it (alone, on warm buffers, it was
 // faster); with AVX2 at most it took 0.15-0.16 ms instead of 0.19-0.23 in the step, the ops
 // after it unchanged. Alone, 25 steps: 0.14 instead of 0.19 ms at M = 32768, 1.16-1.17 instead of
-// 1.43 at 262144, but 8.35-8.50 instead of 7.85-7.89 at 1048576 (100 MB of spikes: there the
-// baseline streams the output faster).
+// 1.43 at 262144, but 8.35-8.50 instead of 7.85-7.89 at 1048576 (100 MB of spikes), so above
+// kWideRowMaxBytes of spikes the baseline build runs (lif_cpu_common.h, wide_rows).
 template <typename T, Reset R, bool kDelay, bool kUniform>
 SNN_CLONES __attribute__((flatten)) void recompute_row(
     const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
@@ -98,8 +98,11 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     T* __restrict__ spk, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const auto row_fn = params.uniform() ? forward_step_row<T, R, kDelay, true>
-                                       : forward_step_row<T, R, kDelay, false>;
+  const bool wide = wide_rows(steps, m, sizeof(T));
+  const auto row_fn =
+      params.uniform()
+          ? (wide ? forward_step_row<T, R, kDelay, true> : step_row<T, R, kDelay, true>)
+          : (wide ? forward_step_row<T, R, kDelay, false> : step_row<T, R, kDelay, false>);
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 3, width);

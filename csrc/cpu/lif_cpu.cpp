@@ -14,6 +14,7 @@
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
 #include <torch/library.h>
 
+#include "avx512.h"
 #include "lif_cpu_common.h"
 
 namespace snnkernels {
@@ -24,10 +25,9 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-// The baseline build (SSE2) only: an AVX2 clone took 0.32-0.34 ms instead of 0.35-0.37 in
-// bench_tabular's 128 x 2 step, but alone on [25, 262144] 2.88-3.00 ms instead of 2.63-2.74 and
-// on [25, 1048576] 16.0-16.8 instead of 15.0-15.3 (an AVX-512 clone: 0.61-0.64 ms instead of
-// 0.42-0.45 in the step).
+// Built as it is (baseline) and for AVX2 (forward_row_avx2), chosen by the size of the call
+// (lif_cpu_common.h, wide_rows). In bench_tabular's 128 x 2 step the AVX2 build took 0.32-0.34
+// ms instead of 0.35-0.37; an AVX-512 clone took 0.61-0.64 ms instead of 0.42-0.45 there.
 template <typename T, Reset R, bool kDelay, bool kUniform>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
@@ -45,14 +45,25 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
   }
 }
 
+template <typename T, Reset R, bool kDelay, bool kUniform>
+SNN_CLONES_AVX2 __attribute__((flatten)) void forward_row_avx2(
+    const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
+    const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
+    T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
+  forward_row<T, R, kDelay, kUniform>(x, state, beta_c, thr, graded, spk, mem, pre, len);
+}
+
 template <typename T, Reset R, bool kDelay>
 void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict__ mem0,
                     Params params, T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre,
                     int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true>
-                                       : forward_row<T, R, kDelay, false>;
+  const bool wide = wide_rows(steps, m, sizeof(T));
+  const auto row_fn =
+      params.uniform()
+          ? (wide ? forward_row_avx2<T, R, kDelay, true> : forward_row<T, R, kDelay, true>)
+          : (wide ? forward_row_avx2<T, R, kDelay, false> : forward_row<T, R, kDelay, false>);
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);

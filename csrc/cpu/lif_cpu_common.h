@@ -30,6 +30,18 @@ inline int64_t chunk_width(int64_t m, int64_t max_width = kMaxChunk) {
   return std::clamp<int64_t>(width, 64, max_width);
 }
 
+// The LIF forward rows (lif_cpu.cpp, lif_constant_cpu.cpp) run their AVX2 build (avx512.h:
+// SNN_CLONES_AVX2) when the call's [T, M] tensors are at most this large, the baseline build
+// (SSE2, 4 floats a vector) above: once they stream from memory the baseline measured faster.
+// lif_forward alone on this project's 2-core CPU, T = 25, float32, interleaved processes: M =
+// 32768 0.33-0.34 ms instead of 0.35, 262144 2.26-2.45 instead of 2.51-2.65, but 1048576
+// 16.2-16.6 instead of 14.9-15.2 (524288: within the noise either way). Same bits either way.
+constexpr int64_t kWideRowMaxBytes = int64_t(32) << 20;
+
+inline bool wide_rows(int64_t steps, int64_t m, int64_t itemsize) {
+  return steps * m * itemsize <= kWideRowMaxBytes;
+}
+
 // Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task and
 // left uninitialized (every kernel fills an array before reading it; zeroing up to 15 x 8192
 // values per task was a visible share of a single-step call).
