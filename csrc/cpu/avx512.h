@@ -27,8 +27,9 @@ inline bool use_avx512() {
 
 // A function compiled for AVX-512, AVX2 and the baseline, the version picked at load time (GCC
 // function multi-versioning; on templates, per instantiation). The loops that GCC vectorizes
-// itself use it where that measured faster (the baseline build is SSE2, 4 floats a vector). Without FMA contraction
-// (-ffp-contract=off) every version does the same IEEE operations per element, so the same bits.
+// itself use it where that measured faster (the baseline build is SSE2, 4 floats a vector).
+// Without FMA contraction (-ffp-contract=off) every version does the same IEEE operations per
+// element, so the same bits.
 #if defined(__x86_64__)
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
