@@ -1,18 +1,21 @@
 // Device-generic ops built from other ops: lif_forward_masked (lif_forward with the mask
 // arguments, for autograd), linear_lif_forward (one GEMM for all T, or on the CPU the
 // event-driven spike_linear when x is mostly zeros, or the narrow-layer loops for a layer of a
-// few neurons; then lif_forward) and its dense synaptic backward linear_dense_backward (GEMMs,
-// or spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
-// Registered for CPU and CUDA; the LIF kernel is reached through the dispatcher, so the
-// per-device lif_forward runs. The masked backward and the sparse synaptic backward have their
-// own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp, cuda/lif_masked_cuda.cu,
-// cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear error for them on CUDA.
+// few neurons; then the LIF) and its dense synaptic backward linear_dense_backward (GEMMs, or
+// spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
+// Registered for CPU and CUDA. The LIF is reached through the dispatcher, so the per-device
+// lif_forward runs, except on the CPU, where linear_lif_forward writes the membrane over the
+// current (lif_forward_in_place.h). The masked backward and the sparse synaptic backward have
+// their own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp,
+// cuda/lif_masked_cuda.cu, cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear
+// error for them on CUDA.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include "event_linear.h"
 #include "lif_checks.h"
+#include "lif_forward_in_place.h"
 #include "narrow_linear.h"
 
 namespace snnkernels {
@@ -96,9 +99,12 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
       at::mm_out(current, x2, weight.t());
     }
   }
-  auto [spk, mem, pre] = call_lif_forward(current.view({steps, batch * n}), c10::nullopt, beta,
-                                          threshold, graded, surrogate, p0, p1, reset,
-                                          reset_delay);
+  const at::Tensor rows = current.view({steps, batch * n});
+  // On the CPU the membrane goes over the current (lif_forward_in_place.h).
+  auto [spk, mem, pre] =
+      rows.is_cpu() ? lif_forward_cpu_in_place(rows, beta, threshold, graded, reset, reset_delay)
+                    : call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate, p0,
+                                       p1, reset, reset_delay);
   return {spk, mem, pre, event_flag(event, x)};
 }
 

@@ -96,6 +96,38 @@ def test_same_bits_twice_and_for_any_thread_count(restore_num_threads, spec, dty
             assert torch.equal(grads[key], grads1[key]), f"{name} vs 1 thread: grad {key}"
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("reset_delay", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("synapse", ["gemm", "event"])
+def test_forward_is_lif_of_the_current_bit_for_bit(synapse, dtype, reset_delay, reset):
+    # On the CPU the LIF writes the membrane over linear_lif's current: spk, mem and the
+    # pre-reset membrane must still be lif_forward's bits on that current, every element.
+    t, b, f, n = 7, 9, 130, 160  # n >= 128 and 3% spikes: the event-driven synapse
+    g = generator(3)
+    if synapse == "event":
+        x = (torch.rand(t, b, f, generator=g) < 0.03).to(dtype)
+    else:
+        x = torch.randn(t, b, f, generator=g, dtype=torch.float64).to(dtype)
+    weight = (torch.randn(n, f, generator=g, dtype=torch.float64) * 0.3).to(dtype)
+    bias = (torch.randn(n, generator=g, dtype=torch.float64) * 0.3 + 0.5).to(dtype)
+    beta = (torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.5).to(dtype)
+    assert torch.ops.snnkernels.event_driven(x.reshape(t * b, f)) == (synapse == "event")
+    x2 = x.reshape(t * b, f)
+    current = (torch.ops.snnkernels.spike_linear(x2, weight, bias) if synapse == "event"
+               else torch.addmm(bias, x2, weight.t()))
+    reset_id = snnkernels._args.check_reset(reset, reset_delay)
+    params = (beta.expand(b, n).reshape(-1).contiguous(), torch.ones(1, dtype=dtype),
+              torch.ones(1, dtype=dtype))
+    consts = (0, 2.0, 0.0, reset_id, reset_delay)
+    expected = torch.ops.snnkernels.lif_forward(current.view(t, b * n), None, *params, *consts)
+    spk, mem, pre, _ = torch.ops.snnkernels.linear_lif_forward(x, weight, bias, *params, *consts,
+                                                               0, 0, 0.0, False)
+    assert 0.05 < expected[0].mean() < 0.95, "too few or too many spikes: a weak test"
+    for name, got, want in zip(("spk", "mem", "pre"), (spk, mem, pre), expected):
+        assert torch.equal(got, want), name
+
+
 def test_opcheck_linear_ops():
     inputs = layer_inputs()
     x, w, b = (inputs[k].clone().requires_grad_() for k in ("x", "weight", "bias"))

@@ -14,6 +14,7 @@
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
 #include <torch/library.h>
 
+#include "../lif_forward_in_place.h"
 #include "avx512.h"
 #include "lif_cpu_common.h"
 
@@ -28,14 +29,16 @@ using namespace cpu;
 // Built as it is (baseline) and for AVX2 (forward_row_avx2), chosen by the size of the call
 // (lif_cpu_common.h, wide_rows). In bench_tabular's 128 x 2 step the AVX2 build took 0.32-0.34
 // ms instead of 0.35-0.37; an AVX-512 clone took 0.61-0.64 ms instead of 0.42-0.45 there.
-template <typename T, Reset R, bool kDelay, bool kUniform>
+// kInPlace: the input is read from mem (x is unused) and overwritten by the membrane.
+template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
                  T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
   const UniformParams<T> one(beta_c, thr, graded);
   for (int64_t i = 0; i < len; ++i) {
     T s, u;
-    const T h = lif_step<R, kDelay>(x[i], state[i], kUniform ? one.beta : beta_c[i],
+    const T h = lif_step<R, kDelay>(kInPlace ? mem[i] : x[i], state[i],
+                                    kUniform ? one.beta : beta_c[i],
                                     kUniform ? one.thr : thr[i],
                                     kUniform ? one.graded : graded[i], &s, &u);
     spk[i] = s;
@@ -45,25 +48,27 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
   }
 }
 
-template <typename T, Reset R, bool kDelay, bool kUniform>
+template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
 SNN_CLONES_AVX2 __attribute__((flatten)) void forward_row_avx2(
     const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
     const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
     T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
-  forward_row<T, R, kDelay, kUniform>(x, state, beta_c, thr, graded, spk, mem, pre, len);
+  forward_row<T, R, kDelay, kUniform, kInPlace>(x, state, beta_c, thr, graded, spk, mem, pre,
+                                                len);
 }
 
-template <typename T, Reset R, bool kDelay>
-void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict__ mem0,
-                    Params params, T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre,
-                    int64_t steps, int64_t m) {
+// kInPlace: x is mem (contiguous [T, M]), each value read before the membrane overwrites it.
+template <typename T, Reset R, bool kDelay, bool kInPlace>
+void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Params params,
+                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
   const bool wide = wide_rows(steps, m, sizeof(T));
-  const auto row_fn =
-      params.uniform()
-          ? (wide ? forward_row_avx2<T, R, kDelay, true> : forward_row<T, R, kDelay, true>)
-          : (wide ? forward_row_avx2<T, R, kDelay, false> : forward_row<T, R, kDelay, false>);
+  const auto row_fn = params.uniform()
+                          ? (wide ? forward_row_avx2<T, R, kDelay, true, kInPlace>
+                                  : forward_row<T, R, kDelay, true, kInPlace>)
+                          : (wide ? forward_row_avx2<T, R, kDelay, false, kInPlace>
+                                  : forward_row<T, R, kDelay, false, kInPlace>);
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
@@ -79,8 +84,8 @@ void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict
       }
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        row_fn(x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
-               kDelay ? nullptr : pre + off, len);
+        row_fn(kInPlace ? nullptr : x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded,
+               spk + off, mem + off, kDelay ? nullptr : pre + off, len);
       }
     }
   });
@@ -135,10 +140,12 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
-    const at::Tensor& x, const c10::optional<at::Tensor>& mem0, const at::Tensor& beta,
-    const at::Tensor& threshold, const at::Tensor& graded, int64_t /*surrogate*/, double /*p0*/,
-    double /*p1*/, int64_t reset, bool reset_delay) {
+using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place).
+Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
+                   const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
+                   int64_t reset, bool reset_delay, bool in_place) {
   TORCH_CHECK(x.dim() == 2, "snnkernels: x must be [T, M], got ", x.sizes());
   check_cpu_dtype(x);
   const int64_t steps = x.size(0), m = x.size(1);
@@ -146,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
   // TabularSNN's direct encoder gives), read in place instead of copied T times.
   const bool rows_contiguous = m <= 1 || x.stride(1) == 1;
   const bool broadcast = rows_contiguous && steps > 1 && x.stride(0) == 0;
-  TORCH_CHECK(x.is_contiguous() || broadcast,
+  TORCH_CHECK(x.is_contiguous() || (broadcast && !in_place),
               "snnkernels: x must be contiguous [T, M] or one contiguous row broadcast over T, "
               "got strides ", x.strides());
   const int64_t x_step = broadcast ? 0 : m;
@@ -155,19 +162,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
   check_param(threshold, "threshold", x, m);
   check_param(graded, "graded", x, m);
   at::Tensor spk = empty_output(x.sizes(), x.options());
-  at::Tensor mem = empty_output(x.sizes(), x.options());
+  at::Tensor mem = in_place ? x : empty_output(x.sizes(), x.options());
   at::Tensor pre = empty_output(reset_delay ? at::IntArrayRef{0} : x.sizes(), x.options());
   if (x.numel() == 0) return {spk, mem, pre};
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward_cpu", [&] {
     const scalar_t* mem0_ptr = mem0.has_value() ? mem0->data_ptr<scalar_t>() : nullptr;
     dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
-      forward_kernel<scalar_t, decltype(r)::value, decltype(delay)::value>(
-          x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
-          mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps, m);
+      constexpr Reset R = decltype(r)::value;
+      constexpr bool kDelay = decltype(delay)::value;
+      const auto kernel = in_place ? forward_kernel<scalar_t, R, kDelay, true>
+                                   : forward_kernel<scalar_t, R, kDelay, false>;
+      kernel(x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
+             mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps,
+             m);
     });
   });
   return {spk, mem, pre};
+}
+
+Triple lif_forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
+                       const at::Tensor& beta, const at::Tensor& threshold,
+                       const at::Tensor& graded, int64_t /*surrogate*/, double /*p0*/,
+                       double /*p1*/, int64_t reset, bool reset_delay) {
+  return forward_cpu(x, mem0, beta, threshold, graded, reset, reset_delay, /*in_place=*/false);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backward_cpu(
@@ -210,6 +228,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backw
 }
 
 }  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
+    const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
+    const at::Tensor& graded, int64_t reset, bool reset_delay) {
+  return forward_cpu(x, c10::nullopt, beta, threshold, graded, reset, reset_delay,
+                     /*in_place=*/true);
+}
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward", &lif_forward_cpu);
