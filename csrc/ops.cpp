@@ -9,6 +9,7 @@
 #include "cpu/avx512.h"
 #include "debug_poison.h"
 #include "event_linear.h"
+#include "narrow_linear.h"
 #include "output_pool.h"
 
 #ifndef SNNKERNELS_TORCH_VERSION
@@ -57,6 +58,7 @@ static std::string build_info() {
   info += ", \"event_max_density\": {\"float32\": " + std::to_string(event_max_density(at::kFloat)) +
           ", \"float64\": " + std::to_string(event_max_density(at::kDouble)) + "}";
   info += ", \"event_min_width\": " + std::to_string(kEventMinWidth);
+  info += ", \"narrow_max_width\": " + std::to_string(kNarrowMaxWidth);
   info += std::string(", \"avx512\": ") + (use_avx512() ? "true" : "false") + "}";
   return info;
 }
@@ -83,6 +85,16 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
+  // lif_backward (no mem0; grad_mem0 is not returned) where the spikes feed a narrow readout
+  // layer and nothing else: their gradient, readout_grad [T * B, C] (the readout's current
+  // gradient) times readout_weight [C, H] for the M = B * H neurons, is formed a row at a time
+  // inside the kernel instead of being read from a [T, M] tensor. CPU only (TabularSNN's last
+  // hidden layer and readout, snnkernels/_readout.py).
+  m.def(
+      "lif_backward_readout(Tensor readout_grad, Tensor readout_weight, Tensor? grad_mem, "
+      "Tensor mem, Tensor pre_reset, Tensor beta, Tensor threshold, Tensor graded, "
+      "int surrogate, float p0, float p1, int reset, bool reset_delay, bool param_grads) -> "
+      "(Tensor grad_x, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
   // The LIF driven by one current x [M] (contiguous) held constant over `steps` steps, CPU only:
   // computes lif_forward's spikes on x.expand(steps, M) without writing the membrane; the
   // backward recomputes it from x and returns grad_x [M], the gradient summed over the steps

@@ -31,6 +31,16 @@ def _lif_backward_fake(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold
     )
 
 
+@torch.library.register_fake("snnkernels::lif_backward_readout")
+def _lif_backward_readout_fake(readout_grad, readout_weight, grad_mem, mem, pre_reset, beta,
+                               threshold, graded, surrogate, p0, p1, reset, reset_delay,
+                               param_grads):
+    _, _, *params = _lif_backward_fake(None, grad_mem, mem, pre_reset, None, beta, threshold,
+                                       graded, surrogate, p0, p1, reset, reset_delay,
+                                       param_grads)
+    return (torch.empty_like(mem), *params)
+
+
 def _setup_context(ctx, inputs, output):
     x, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay = inputs
     _, mem, pre = output

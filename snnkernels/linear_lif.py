@@ -31,6 +31,18 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     docs/sparse.md):
     T*B*k * (itemsize + 4) bytes for TopK, nnz * (itemsize + 4) + 8 * (T*B + 1) for ActiveWindow.
     """
+    args = op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_delay,
+                   sparse)
+    steps, batch, _ = x.shape
+    n = weight.shape[0]
+    spk, mem, _, _ = _ops.linear_lif_forward(x.contiguous(), *args)
+    return spk.view(steps, batch, n), mem.view(steps, batch, n)
+
+
+def op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_delay,
+            sparse) -> tuple:
+    """linear_lif's arguments checked against x [T, B, F] (only its shape, dtype and device
+    are read), as the op linear_lif_forward takes them after x."""
     _args.check_linear(x, weight, bias)
     steps, batch, _ = x.shape
     n = weight.shape[0]
@@ -50,8 +62,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     neurons, m = (batch, n), batch * n
     p0, p1 = sg.constants()
-    spk, mem, _, _ = _ops.linear_lif_forward(
-        x.contiguous(),
+    return (
         weight.contiguous(),
         None if bias is None else bias.contiguous(),
         _as_kernel_param(beta, neurons, m, acc, x.device),
@@ -64,4 +75,3 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
         reset_delay,
         *mask_args,
     )
-    return spk.view(steps, batch, n), mem.view(steps, batch, n)

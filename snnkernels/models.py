@@ -16,7 +16,7 @@ import numbers
 import torch
 from torch import nn
 
-from . import _args
+from . import _args, _readout
 from . import sparse as _sparse
 from .lif import lif, lif_constant
 from .linear_lif import linear_lif
@@ -155,7 +155,11 @@ class TabularSNN(nn.Module):
         else:
             spk, mem = layers[0].from_input(self._rate_encode(x))
         spikes = [spk]
-        for layer in layers[1:]:
+        for i, layer in enumerate(layers[1:], start=1):
+            if i == len(layers) - 2 and _readout.fusable(spikes[-1], layer, layers[-1]):
+                *last_spikes, mem = _readout.hidden_and_readout(spikes[-1], layer, layers[-1])
+                spikes += last_spikes
+                break
             spk, mem = layer.from_input(spikes[-1])  # one matmul on [T*B, width]
             spikes.append(spk)
         logits = spikes[-1].sum(0) if self.readout == "spike_count" else mem.mean(0)

@@ -12,11 +12,12 @@ import snnkernels
 def test_build_info_keys_and_types():
     info = snnkernels.build_info()
     assert set(info) == {"torch", "cuda", "cuda_archs", "openmp", "event_max_density",
-                         "event_min_width", "avx512"}
+                         "event_min_width", "narrow_max_width", "avx512"}
     assert all(isinstance(info[k], bool) for k in ("cuda", "openmp", "avx512"))
     assert set(info["event_max_density"]) == {"float32", "float64"}
     assert all(0.0 <= d <= 1.0 for d in info["event_max_density"].values())
     assert isinstance(info["event_min_width"], int) and info["event_min_width"] >= 1
+    assert isinstance(info["narrow_max_width"], int) and info["narrow_max_width"] >= 1
     assert isinstance(info["torch"], str) and isinstance(info["cuda_archs"], str)
     assert info == json.loads(torch.ops.snnkernels.build_info())
 

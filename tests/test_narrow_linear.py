@@ -14,7 +14,7 @@ from snnkernels import reference
 from helpers import GRAD_TOL, Tol, assert_close, generator
 from test_linear_lif import layer_inputs, run_layer
 
-NARROW_MAX = 4  # kNarrowMaxWidth in csrc/narrow_linear.h
+NARROW_MAX = snnkernels.build_info()["narrow_max_width"]  # kNarrowMaxWidth, narrow_linear.h
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
