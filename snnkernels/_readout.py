@@ -2,13 +2,13 @@
 
 As two linear_lif calls, the readout's backward writes the gradient of the hidden spikes,
 [T, B, H], and the hidden layer's backward reads it back. Here the hidden layer's LIF backward
-forms that gradient a row at a time from the readout's current gradient [T * B, C] and weight
-[C, H] (the op lif_backward_readout), so it is never stored. In bench_tabular's 128 x 2 step
-(torch profiler, this project's 2-core CPU) the readout's synaptic backward took 85 us instead
-of 160-172 and the hidden LIF backward 0.30-0.35 ms instead of 0.26-0.27 (it forms the
-gradient); with one Python autograd node instead of two, the step's median went from 3.93-4.02
-to 3.80-3.89 ms (five interleaved pairs). The forward runs the same two ops, and every result
-has the bits of the two separate calls (tests/test_readout.py).
+(dense or masked) forms that gradient a row at a time from the readout's current gradient
+[T * B, C] and weight [C, H] (the op lif_backward_readout), so it is never stored. In
+bench_tabular's 128 x 2 step (torch profiler, this project's 2-core CPU) the readout's synaptic
+backward took 85 us instead of 160-172 and the hidden LIF backward 0.30-0.35 ms instead of
+0.26-0.27 (it forms the gradient); with one Python autograd node instead of two, the step's
+median went from 3.93-4.02 to 3.80-3.89 ms (five interleaved pairs). The forward runs the same
+two ops, and every result has the bits of the two separate calls (tests/test_readout.py).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ _lib = torch.ops.snnkernels
 # Readouts of at most this many neurons: those whose input gradient the separate calls form
 # with the same sums (linear_dense_backward's narrow-layer loops, csrc/narrow_linear.h).
 NARROW_MAX_WIDTH = _extension.build_info()["narrow_max_width"]
-_ARGS = 14  # linear_lif_forward's arguments after x: weight, bias, beta, threshold, graded, ...
+_ARGS = 14  # linear_lif_forward's arguments after x: weight, bias, beta, threshold, graded,
+# surrogate, p0, p1, reset, reset_delay, then the mask's four
 
 
 def fusable(x, hidden, readout) -> bool:
     """Whether hidden_and_readout runs these two SpikingLinear layers on x [T, B, F]: on the
-    CPU, recording a graph outside torch.compile and autocast, both dense, a narrow readout."""
+    CPU, recording a graph outside torch.compile and autocast, a dense narrow readout."""
     return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu")
-            and hidden.sparse is None and readout.sparse is None
+            and not torch.is_autocast_enabled("cpu") and readout.sparse is None
             and readout.linear.out_features <= NARROW_MAX_WIDTH)
 
 
@@ -39,14 +39,14 @@ def hidden_and_readout(x, hidden, readout):
     """(hidden spikes, readout spikes, readout membrane), each [T, B, width]: what
     hidden.from_input(x) and then readout.from_input(its spikes) return."""
     steps, batch, _ = x.shape
-    stand_in = x.new_empty(()).expand(steps, batch, hidden.linear.out_features)
-    args = (_layer_args(x, hidden) + _layer_args(stand_in, readout))
+    spikes_like = x.new_empty(()).expand(steps, batch, hidden.linear.out_features)
+    args = _layer_args(x, hidden) + _layer_args(spikes_like, readout)
     return _HiddenAndReadout.apply(x.contiguous(), *args)
 
 
 def _layer_args(x, layer) -> tuple:
     return op_args(x, layer.linear.weight, layer.linear.bias, layer.beta, layer.threshold,
-                   layer.surrogate, layer.reset_mechanism, layer.reset_delay, None)
+                   layer.surrogate, layer.reset_mechanism, layer.reset_delay, layer.sparse)
 
 
 def _flat(grad, steps):
@@ -65,21 +65,22 @@ class _HiddenAndReadout(torch.autograd.Function):
             spk, mem, pre, event = _lib.linear_lif_forward(x, *hidden)
             spk_o, mem_o, pre_o, event_o = _lib.linear_lif_forward(spk.view(steps, batch, n),
                                                                    *readout)
-        ctx.save_for_backward(x, spk, mem, pre, event, mem_o, pre_o, event_o,
-                              *hidden[:5], *readout[:5])
-        ctx.args = (hidden[5:10], readout[5:10])  # surrogate, p0, p1, reset, reset_delay
+        ctx.save_for_backward(x, mem, pre, event, spk, mem_o, pre_o, event_o, *hidden[:5],
+                              *readout[:5])
+        # (surrogate, p0, p1, reset, reset_delay) of each layer, and the hidden layer's mask
+        ctx.args = (hidden[5:10], readout[5:10], hidden[10:])
         ctx.set_materialize_grads(False)
         return (spk.view(steps, batch, n), spk_o.view(steps, batch, c),
                 mem_o.view(steps, batch, c))
 
     @staticmethod
     def backward(ctx, grad_spk, grad_spk_o, grad_mem_o):
-        x, spk, mem, pre, event, mem_o, pre_o, event_o, *params = ctx.saved_tensors
+        x, mem, pre, event, spk, mem_o, pre_o, event_o, *params = ctx.saved_tensors
         weight, _, beta, threshold, graded = params[:5]
         weight_o, _, beta_o, threshold_o, graded_o = params[5:]
-        hidden_args, readout_args = ctx.args
+        hidden_args, readout_args, mask_args = ctx.args
         needs = ctx.needs_input_grad  # x, then the two layers' _ARGS each
-        steps, batch, features = x.shape
+        steps, batch, _ = x.shape
         rows, n, c = steps * batch, weight.shape[0], weight_o.shape[0]
         # the readout: its LIF backward, then its weight and bias gradients
         gi_o, _, gbeta_o, gthr_o, ggraded_o = _lib.lif_backward(
@@ -89,19 +90,13 @@ class _HiddenAndReadout(torch.autograd.Function):
         gx_o, gw_o, gb_o = _lib.linear_dense_backward(
             gi_o.view(rows, c), spk.view(rows, n), weight_o, other, needs[1 + _ARGS],
             needs[2 + _ARGS], event_o)
-        # the hidden layer: its LIF backward from the readout's gradient, then its synapse
-        param_grads = any(needs[3:6])
-        if other:  # the sum autograd would have formed, then the plain LIF backward
-            spikes_grad = grad_spk.reshape(steps, batch * n) + gx_o.view(steps, batch * n)
-            gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
-                spikes_grad, None, mem, pre, None, beta, threshold, graded, *hidden_args,
-                param_grads)
-        else:
-            gi, gbeta, gthr, ggraded = _lib.lif_backward_readout(
-                gi_o.view(rows, c), weight_o, None, mem, pre, beta, threshold, graded,
-                *hidden_args, param_grads)
-        gx, gw, gb = _lib.linear_dense_backward(gi.view(rows, n), x.view(rows, features),
-                                                weight, needs[0], needs[1], needs[2], event)
-        grads = (gx.view(steps, batch, features) if needs[0] else None, gw, gb, gbeta, gthr,
-                 ggraded) + (None,) * (_ARGS - 5) + (gw_o, gb_o, gbeta_o, gthr_o, ggraded_o)
+        # the hidden layer, as linear_lif's backward: from the sum autograd would have formed
+        # when its spikes feed something else too, else from the readout's gradient
+        spikes_grad = (_ops._compact_grad(grad_spk.reshape(steps, batch * n)
+                                          + gx_o.view(steps, batch * n)) if other else None)
+        hidden_grads = _ops.linear_lif_grads(
+            x, weight, mem, pre, beta, threshold, graded, event, hidden_args, mask_args,
+            needs[:6], spikes_grad, None,
+            readout=None if other else (gi_o.view(rows, c), weight_o))
+        grads = hidden_grads + (None,) * (_ARGS - 5) + (gw_o, gb_o, gbeta_o, gthr_o, ggraded_o)
         return _ops._needed(needs, *grads)

@@ -1,7 +1,8 @@
 """TabularSNN's last hidden layer and narrow readout as one autograd node on the CPU
 (snnkernels/_readout.py, the op lif_backward_readout): the same bits as the two separate
-linear_lif calls in every output and gradient, when it runs and when it does not, and the op
-against lif_backward on the readout's materialized input gradient."""
+linear_lif calls in every output and gradient (dense and sparse hidden layers), when it runs and
+when it does not, and the op against lif_backward / lif_backward_masked on the readout's
+materialized input gradient."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ CONFIGS = [
     pytest.param(dict(hidden=(40, 50), learn_beta=True, learn_threshold=True,
                       reset_mechanism="zero", reset_delay=False), id="learnable-zero-reset"),
     pytest.param(dict(hidden=(40, 50), encoder="rate", num_classes=3), id="rate-3-classes"),
+    pytest.param(dict(hidden=(40, 150), sparse=sp.TopK(fraction=0.05)), id="topk"),
+    pytest.param(dict(hidden=(40, 50), sparse=sp.TopK(k=4, temporal=True), learn_beta=True),
+                 id="topk-temporal-learnable"),
+    pytest.param(dict(hidden=(40, 50), sparse=sp.ActiveWindow(0.3), num_classes=3),
+                 id="active-window"),
 ]
 
 
@@ -85,7 +91,7 @@ def test_runs_only_where_it_applies():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _readout.fusable(spikes, hidden, readout)
     sparse = TabularSNN(12, hidden=(30, 40), T=4, sparse=sp.TopK(k=3))
-    assert not _readout.fusable(spikes, sparse.layers[1], sparse.output)
+    assert _readout.fusable(spikes, sparse.layers[1], sparse.output)  # the readout stays dense
     wide = TabularSNN(12, hidden=(30, 40), T=4, num_classes=_readout.NARROW_MAX_WIDTH + 1)
     assert not _readout.fusable(spikes, wide.layers[1], wide.output)
     # no_grad: the separate calls, with the same logits
@@ -105,9 +111,18 @@ def readout_case(dtype, t=5, b=7, h=40, c=3, seed=0):
                 threshold=rand(h, scale=0.1, shift=1.0), graded=torch.ones(1, dtype=dtype))
 
 
+MASKS = [
+    pytest.param((0, 0, 0, 0.0, False), id="dense"),
+    pytest.param((1, 40, 3, 0.0, False), id="topk3"),
+    pytest.param((1, 40, 3, 0.0, True), id="topk3-temporal"),
+    pytest.param((2, 40, 0, 0.4, False), id="window0.4"),
+]
+
+
 @pytest.mark.parametrize("param_grads", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-def test_op_equals_lif_backward_on_the_readouts_input_gradient(dtype, param_grads):
+@pytest.mark.parametrize("mask", MASKS)
+def test_op_equals_lif_backward_on_the_readouts_input_gradient(mask, dtype, param_grads):
     # h = 40 with chunks of 64 neurons: the rows of b start in the middle of a chunk
     case = readout_case(dtype)
     t, m = case["mem"].shape
@@ -120,24 +135,35 @@ def test_op_equals_lif_backward_on_the_readouts_input_gradient(dtype, param_grad
     params = (case["beta"], case["threshold"], case["graded"])
     consts = (0, 2.0, 0.0, 0, True)
     empty = torch.empty(0, dtype=dtype)
-    want = _lib.lif_backward(gx.view(t, m), None, case["mem"], empty, None, *params, *consts,
-                             param_grads)
     got = _lib.lif_backward_readout(case["readout_grad"], case["readout_weight"], None,
-                                    case["mem"], empty, *params, *consts, param_grads)
-    assert want[0].abs().sum() > 0
-    assert torch.equal(got[0], want[0]), "grad_x"
-    for name, a, b in zip(("beta", "threshold", "graded"), got[1:], want[2:]):
-        assert torch.equal(a, b), f"grad {name}"
+                                    case["mem"], empty, *params, *consts, param_grads, *mask)
+    names = ["grad_x", "grad_beta", "grad_threshold", "grad_graded"]
+    if mask[0] == 0:
+        want = _lib.lif_backward(gx.view(t, m), None, case["mem"], empty, None, *params,
+                                 *consts, param_grads)
+        assert got[0].abs().sum() > 0, "grad_x is zero: a weak test"
+        assert all(g.numel() == 0 for g in got[4:]), "dense: no compact outputs"
+        got = got[:4]
+    else:
+        want = _lib.lif_backward_masked(gx.view(t, m), None, case["mem"], empty, None, *params,
+                                        *consts, param_grads, *mask, True)
+        assert got[4].abs().sum() > 0, "no surviving entries: a weak test"
+        names += ["values", "indices", "row_ptr"]
+    want = (want[0], *want[2:])  # without grad_mem0
+    for name, a, b in zip(names, got, want, strict=True):
+        assert torch.equal(a, b), name
 
 
-def test_op_opcheck():
+@pytest.mark.parametrize("mask", MASKS)
+def test_op_opcheck(mask):
     case = readout_case(torch.float64)
     empty = torch.empty(0, dtype=torch.float64)
     for param_grads in (False, True):
         torch.library.opcheck(
             _lib.lif_backward_readout.default,
             (case["readout_grad"], case["readout_weight"], None, case["mem"], empty,
-             case["beta"], case["threshold"], case["graded"], 0, 2.0, 0.0, 0, True, param_grads))
+             case["beta"], case["threshold"], case["graded"], 0, 2.0, 0.0, 0, True, param_grads,
+             *mask))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -17,6 +17,7 @@
 #include "../lif_forward_in_place.h"
 #include "avx512.h"
 #include "lif_cpu_common.h"
+#include "readout_grad.h"
 
 namespace snnkernels {
 namespace {
@@ -91,41 +92,6 @@ void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Para
   });
 }
 
-// lif_backward_readout's spike gradient: that of a narrow readout layer on these spikes, as its
-// current gradient g [T * B, C] and weight w [C, H], for M = B * H neurons (b, h).
-template <typename T>
-struct ReadoutGrad {
-  const T* g;
-  const T* w;
-  int64_t classes;
-  int64_t hidden;
-};
-
-// out[0, len) = the spikes' gradient of neurons [n0, n0 + len) at one step, from that step's
-// rows g [B, C] of the readout's current gradient: for neuron (b, h), g[b, 0] * w[0, h] +
-// g[b, 1] * w[1, h] + ..., added in that order (the bits of linear_dense_backward's grad_x for
-// the readout, narrow_linear_cpu.cpp). Built for AVX-512, AVX2 and the baseline (avx512.h; in
-// the op alone, [25, 32768] with C = 2 on one thread, the AVX-512 build took 0.50 ms against the
-// AVX2 build's 0.53).
-template <typename T>
-SNN_CLONES void readout_grad_row(const T* __restrict__ g, const T* __restrict__ w,
-                                 int64_t classes, int64_t hidden, int64_t n0, int64_t len,
-                                 T* __restrict__ out) {
-  int64_t b = n0 / hidden, h0 = n0 % hidden;
-  for (int64_t done = 0; done < len; ++b, h0 = 0) {
-    const int64_t run = std::min(hidden - h0, len - done);
-    const T* gb = g + b * classes;
-    T* o = out + done;
-    const T* w0 = w + h0;
-    for (int64_t i = 0; i < run; ++i) o[i] = gb[0] * w0[i];
-    for (int64_t c = 1; c < classes; ++c) {
-      const T* wc = w + c * hidden + h0;
-      for (int64_t i = 0; i < run; ++i) o[i] += gb[c] * wc[i];
-    }
-    done += run;
-  }
-}
-
 // readout: when not null, the spikes' gradient comes from it (grad_spk is not read).
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads>
 void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
@@ -167,11 +133,7 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       if (mem0 == nullptr) std::fill(zeros, zeros + len, T(0));
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * m + n0;
-        if (readout != nullptr) {
-          const int64_t batch = m / readout->hidden;
-          readout_grad_row(readout->g + t * batch * readout->classes, readout->w,
-                           readout->classes, readout->hidden, n0, len, gs_local);
-        }
+        if (readout != nullptr) fill_readout_grad(*readout, t, m, n0, len, gs_local);
         row_fn(
             kDelay ? mem + off : pre + off, t > 0 ? mem + off - m : first_prev,
             gs.base + t * gs.step, gm.base + t * gm.step, cp.beta_c, cp.thr, cp.graded, p0, p1,
@@ -291,36 +253,20 @@ Quint lif_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
                       surrogate, p0, p1, reset, reset_delay, param_grads, nullptr, nullptr);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_backward_readout_cpu(
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpu::lif_backward_with_readout(
     const at::Tensor& readout_grad, const at::Tensor& readout_weight,
     const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem, const at::Tensor& pre_reset,
     const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
     int64_t surrogate, double p0, double p1, int64_t reset, bool reset_delay,
     bool param_grads) {
-  TORCH_CHECK(mem.dim() == 2, "snnkernels: mem must be contiguous [T, M], got ", mem.sizes());
-  const int64_t steps = mem.size(0), m = mem.size(1);
-  TORCH_CHECK(readout_weight.dim() == 2 && readout_weight.is_contiguous() &&
-                  readout_weight.size(0) >= 1 && readout_weight.size(1) >= 1 &&
-                  m % readout_weight.size(1) == 0 &&
-                  readout_weight.scalar_type() == mem.scalar_type(),
-              "snnkernels: lif_backward_readout's readout_weight must be contiguous [C, H] of "
-              "mem's dtype, C >= 1, H >= 1 dividing M = ", m, ", got ", readout_weight.sizes(), " ",
-              readout_weight.scalar_type());
-  const int64_t classes = readout_weight.size(0), rows = steps * (m / readout_weight.size(1));
-  TORCH_CHECK(readout_grad.dim() == 2 && readout_grad.is_contiguous() &&
-                  readout_grad.size(0) == rows && readout_grad.size(1) == classes &&
-                  readout_grad.scalar_type() == mem.scalar_type(),
-              "snnkernels: lif_backward_readout's readout_grad must be contiguous [T * B, C] = [",
-              rows, ", ", classes, "] of mem's dtype, got ", readout_grad.sizes(), " ",
-              readout_grad.scalar_type());
   auto [grad_x, grad_mem0, grad_beta, grad_thr, grad_graded] =
       backward_cpu(c10::nullopt, grad_mem, mem, pre_reset, c10::nullopt, beta, threshold, graded,
                    surrogate, p0, p1, reset, reset_delay, param_grads, &readout_grad,
                    &readout_weight);
   return {grad_x, grad_beta, grad_thr, grad_graded};
 }
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
     const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
@@ -332,7 +278,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward", &lif_forward_cpu);
   m.impl("lif_backward", &lif_backward_cpu);
-  m.impl("lif_backward_readout", &lif_backward_readout_cpu);
 }
 
 }  // namespace snnkernels
