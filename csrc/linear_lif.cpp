@@ -13,6 +13,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include "cpu/readout.h"
 #include "event_linear.h"
 #include "lif_checks.h"
 #include "lif_forward_in_place.h"
@@ -71,34 +72,38 @@ at::Tensor event_flag(bool event, const at::Tensor& x) {
   return x.is_cpu() ? at::full({1}, event, opts) : at::empty({0}, opts);
 }
 
+// x [T, B, F] W^T + bias as [T * B, N], and whether it ran event-driven.
+std::tuple<at::Tensor, bool> synaptic_current(const at::Tensor& x, const at::Tensor& weight,
+                                              const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 3, "snnkernels: linear_lif x must be [T, B, F], got ", x.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(2),
+              "snnkernels: linear_lif weight must be [N, F = ", x.size(2), "], got ",
+              weight.sizes());
+  const int64_t rows = x.size(0) * x.size(1), n = weight.size(0);
+  const at::Tensor x2 = x.reshape({rows, x.size(2)});
+  if (event_driven_layer(x2, n)) {  // spikes: work over the nonzeros of x only
+    return {call_spike_linear(x2, weight.contiguous(), bias), true};
+  }
+  if (narrow_layer(x2, n)) return {narrow_linear_cpu(x2, weight.contiguous(), bias), false};
+  // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh pages
+  // for this layer-sized intermediate, and faulting them in inside addmm's bias copy took
+  // 2.2-3.3 ms per call at [6400, 512] (profiled in bench_tabular's TopK step).
+  at::Tensor current = empty_output({rows, n}, x.options());
+  if (bias.has_value()) {
+    at::addmm_out(current, *bias, x2, weight.t());
+  } else {
+    at::mm_out(current, x2, weight.t());
+  }
+  return {current, false};
+}
+
 Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                         const c10::optional<at::Tensor>& bias, const at::Tensor& beta,
                         const at::Tensor& threshold, const at::Tensor& graded, int64_t surrogate,
                         double p0, double p1, int64_t reset, bool reset_delay,
                         int64_t /*mask*/, int64_t /*k*/, double /*width*/, bool /*temporal*/) {
-  TORCH_CHECK(x.dim() == 3, "snnkernels: linear_lif x must be [T, B, F], got ", x.sizes());
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(2),
-              "snnkernels: linear_lif weight must be [N, F = ", x.size(2), "], got ",
-              weight.sizes());
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
-  const at::Tensor x2 = x.reshape({steps * batch, x.size(2)});
-  const bool event = event_driven_layer(x2, n);
-  at::Tensor current;
-  if (event) {  // spikes: work over the nonzeros of x only
-    current = call_spike_linear(x2, weight.contiguous(), bias);
-  } else if (narrow_layer(x2, n)) {
-    current = narrow_linear_cpu(x2, weight.contiguous(), bias);
-  } else {
-    // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh
-    // pages for this layer-sized intermediate, and faulting them in inside addmm's bias copy
-    // took 2.2-3.3 ms per call at [6400, 512] (profiled in bench_tabular's TopK step).
-    current = empty_output({steps * batch, n}, x.options());
-    if (bias.has_value()) {
-      at::addmm_out(current, *bias, x2, weight.t());
-    } else {
-      at::mm_out(current, x2, weight.t());
-    }
-  }
+  const auto [current, event] = synaptic_current(x, weight, bias);
   const at::Tensor rows = current.view({steps, batch * n});
   // On the CPU the membrane goes over the current (lif_forward_in_place.h).
   auto [spk, mem, pre] =
@@ -106,6 +111,30 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                     : call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate, p0,
                                        p1, reset, reset_delay);
   return {spk, mem, pre, event_flag(event, x)};
+}
+
+// linear_lif_forward (without the mask arguments) whose spikes feed a narrow readout layer
+// (readout_weight [C, N], readout_bias [C] or None): also returns the readout's current
+// [T * B, C], summed from each step's spikes inside the LIF kernel (cpu/readout.h). CPU only.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_lif_readout_forward(
+    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
+    int64_t /*surrogate*/, double /*p0*/, double /*p1*/, int64_t reset, bool reset_delay,
+    const at::Tensor& readout_weight, const c10::optional<at::Tensor>& readout_bias) {
+  const auto [current, event] = synaptic_current(x, weight, bias);
+  const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
+  TORCH_CHECK(narrow_layer(x, readout_weight.size(0)) && readout_weight.dim() == 2 &&
+                  readout_weight.size(0) >= 1 && readout_weight.size(1) == n && n >= 1 &&
+                  readout_weight.is_contiguous() &&
+                  readout_weight.scalar_type() == x.scalar_type(),
+              "snnkernels: linear_lif_readout_forward's readout_weight must be contiguous "
+              "[C, N = ", n, "] of x's dtype with 1 <= C <= ", kNarrowMaxWidth,
+              " and N >= 1, got ", readout_weight.sizes(), " ", readout_weight.scalar_type());
+  check_bias(readout_bias, readout_weight.size(0), x);
+  auto [spk, mem, pre, readout_current] = cpu::lif_forward_in_place_with_readout(
+      current.view({steps, batch * n}), beta, threshold, graded, reset, reset_delay,
+      readout_weight, readout_bias);
+  return {spk, mem, pre, event_flag(event, x), readout_current};
 }
 
 // The forward's choice when given (its `event` output: counting x's nonzeros again took
@@ -162,6 +191,7 @@ void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
+  m.impl("linear_lif_readout_forward", &linear_lif_readout_forward);
   m.impl("linear_dense_backward", &linear_dense_backward);
 }
 

@@ -85,6 +85,14 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
+  // linear_lif_forward without the mask arguments whose spikes feed a narrow readout layer
+  // (readout_weight [C, N], 1 <= C <= 4, readout_bias [C] or None), CPU only: also returns the
+  // readout's current, spk W_r^T + b_r as [T * B, C] (snnkernels/_readout.py).
+  m.def(
+      "linear_lif_readout_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, "
+      "Tensor threshold, Tensor graded, int surrogate, float p0, float p1, int reset, "
+      "bool reset_delay, Tensor readout_weight, Tensor? readout_bias) -> (Tensor spk, "
+      "Tensor mem, Tensor pre_reset, Tensor event, Tensor readout_current)");
   // lif_backward (no mem0; grad_mem0 is not returned) where the spikes feed a narrow readout
   // layer and nothing else: their gradient, readout_grad [T * B, C] (the readout's current
   // gradient) times readout_weight [C, H] for the M = B * H neurons, is formed a row at a time

@@ -166,6 +166,14 @@ def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate
                                reset_delay), event)
 
 
+@torch.library.register_fake("snnkernels::linear_lif_readout_forward")
+def _linear_lif_readout_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0, p1,
+                                     reset, reset_delay, readout_weight, readout_bias):
+    outputs = _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0,
+                                       p1, reset, reset_delay, 0, 0, 0.0, False)
+    return (*outputs, x.new_empty((x.shape[0] * x.shape[1], readout_weight.shape[0])))
+
+
 @torch.library.register_fake("snnkernels::spike_linear")
 def _spike_linear_fake(x, weight, bias):
     return x.new_empty((x.shape[0], weight.shape[0]))

@@ -1,14 +1,19 @@
 """TabularSNN's last hidden layer and a narrow readout as one autograd node (CPU, eager).
 
-As two linear_lif calls, the readout's backward writes the gradient of the hidden spikes,
-[T, B, H], and the hidden layer's backward reads it back. Here the hidden layer's LIF backward
-(dense or masked) forms that gradient a row at a time from the readout's current gradient
-[T * B, C] and weight [C, H] (the op lif_backward_readout), so it is never stored. In
-bench_tabular's 128 x 2 step (torch profiler, this project's 2-core CPU) the readout's synaptic
-backward took 85 us instead of 160-172 and the hidden LIF backward 0.30-0.35 ms instead of
-0.26-0.27 (it forms the gradient); with one Python autograd node instead of two, the step's
-median went from 3.93-4.02 to 3.80-3.89 ms (five interleaved pairs). The forward runs the same
-two ops, and every result has the bits of the two separate calls (tests/test_readout.py).
+As two linear_lif calls, the hidden layer's forward writes its spikes [T, B, H] and the readout
+reads them back; in the backward the readout writes the gradient of those spikes and the hidden
+layer reads it back. Here:
+- forward: the op linear_lif_readout_forward sums the readout's current from each step's spikes
+  inside the hidden LIF kernel, while they are in cache;
+- backward: the hidden layer's LIF backward (dense or masked) forms the spikes' gradient a row at
+  a time from the readout's current gradient [T * B, C] and weight [C, H] (the op
+  lif_backward_readout), so it is never stored.
+Measured in bench_tabular's 128 x 2 step (torch profiler, this project's 2-core CPU): the
+readout's synaptic backward 85 us instead of 160-172, the hidden LIF backward 0.30-0.35 ms
+instead of 0.26-0.27 (it forms the gradient), and the two forwards 0.38 ms instead of
+0.31 + 0.13. The step's median, interleaved processes of 200 steps: 3.80-3.89 ms against
+3.93-4.02 with the backward alone fused, and 3.79-3.83 (one 4.04) against 3.85-4.11 with the
+forward fused too. Every result has the bits of the two separate calls (tests/test_readout.py).
 """
 
 from __future__ import annotations
@@ -60,13 +65,14 @@ class _HiddenAndReadout(torch.autograd.Function):
         hidden, readout = args[:_ARGS], args[_ARGS:]
         steps, batch, _ = x.shape
         n, c = hidden[0].shape[0], readout[0].shape[0]
-        # below the Autograd keys: straight to the kernels (see _ops._eager)
+        # below the Autograd keys: straight to the kernels (see _ops._eager). The readout's
+        # current is summed from the hidden spikes while they are in cache.
         with torch._C._AutoDispatchBelowAutograd():
-            spk, mem, pre, event = _lib.linear_lif_forward(x, *hidden)
-            spk_o, mem_o, pre_o, event_o = _lib.linear_lif_forward(spk.view(steps, batch, n),
-                                                                   *readout)
-        ctx.save_for_backward(x, mem, pre, event, spk, mem_o, pre_o, event_o, *hidden[:5],
-                              *readout[:5])
+            spk, mem, pre, event, current_o = _lib.linear_lif_readout_forward(
+                x, *hidden[:10], readout[0], readout[1])
+            spk_o, mem_o, pre_o = _lib.lif_forward(current_o.view(steps, batch * c), None,
+                                                   *readout[2:10])
+        ctx.save_for_backward(x, mem, pre, event, spk, mem_o, pre_o, *hidden[:5], *readout[:5])
         # (surrogate, p0, p1, reset, reset_delay) of each layer, and the hidden layer's mask
         ctx.args = (hidden[5:10], readout[5:10], hidden[10:])
         ctx.set_materialize_grads(False)
@@ -75,7 +81,7 @@ class _HiddenAndReadout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spk, grad_spk_o, grad_mem_o):
-        x, mem, pre, event, spk, mem_o, pre_o, event_o, *params = ctx.saved_tensors
+        x, mem, pre, event, spk, mem_o, pre_o, *params = ctx.saved_tensors
         weight, _, beta, threshold, graded = params[:5]
         weight_o, _, beta_o, threshold_o, graded_o = params[5:]
         hidden_args, readout_args, mask_args = ctx.args
@@ -89,7 +95,7 @@ class _HiddenAndReadout(torch.autograd.Function):
         other = grad_spk is not None  # the hidden spikes feed more than the readout
         gx_o, gw_o, gb_o = _lib.linear_dense_backward(
             gi_o.view(rows, c), spk.view(rows, n), weight_o, other, needs[1 + _ARGS],
-            needs[2 + _ARGS], event_o)
+            needs[2 + _ARGS])
         # the hidden layer, as linear_lif's backward: from the sum autograd would have formed
         # when its spikes feed something else too, else from the readout's gradient
         spikes_grad = (_ops._compact_grad(grad_spk.reshape(steps, batch * n)

@@ -181,3 +181,57 @@ def test_op_bad_inputs_name_the_argument(change, message):
         _lib.lif_backward_readout(case["readout_grad"], case["readout_weight"], None,
                                   case["mem"], torch.empty(0, dtype=torch.float64), case["beta"],
                                   case["threshold"], case["graded"], 0, 2.0, 0.0, 0, True, False)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("t, b, f, n, c", [(5, 7, 30, 40, 3), (3, 300, 20, 130, 2),
+                                           (2, 1, 9, 1, 4)])
+def test_forward_op_equals_the_separate_ops(t, b, f, n, c, dtype, bias):
+    # n = 40 and 130: the LIF's chunks (multiples of 64 neurons) rounded to whole rows of n
+    g = generator(t + b + n)
+    x = (torch.rand(t, b, f, generator=g) < 0.3).to(dtype)
+    weight = torch.randn(n, f, generator=g, dtype=torch.float64).to(dtype)
+    hidden_bias = (torch.randn(n, generator=g, dtype=torch.float64) * 0.3 + 0.3).to(dtype)
+    weight_o = torch.randn(c, n, generator=g, dtype=torch.float64).to(dtype)
+    bias_o = torch.randn(c, generator=g, dtype=torch.float64).to(dtype) if bias else None
+    beta, one = torch.full((1,), 0.8, dtype=dtype), torch.ones(1, dtype=dtype)
+    neuron = (beta, one, one, 0, 2.0, 0.0, 0, True)
+    got = _lib.linear_lif_readout_forward(x, weight, hidden_bias, *neuron, weight_o, bias_o)
+    want = _lib.linear_lif_forward(x, weight, hidden_bias, *neuron, 0, 0, 0.0, False)
+    # the readout's current: its membrane with beta 0 and no reset
+    zero = torch.zeros(1, dtype=dtype)
+    _, current, _, _ = _lib.linear_lif_forward(want[0].view(t, b, n), weight_o, bias_o, zero,
+                                               one, one, 0, 2.0, 0.0, 2, True, 0, 0, 0.0, False)
+    assert 0.05 < want[0].mean() < 0.95, "too few or too many spikes: a weak test"
+    for name, a, w in zip(("spk", "mem", "pre", "event"), got[:4], want):
+        assert torch.equal(a, w), name
+    assert torch.equal(got[4], current.view(t * b, c)), "readout_current"
+
+
+def test_forward_op_opcheck():
+    g = generator(2)
+    # no input requires grad: the op has no autograd formula of its own (_readout.py has it)
+    x = (torch.rand(4, 5, 6, generator=g) < 0.4).double()
+    args = (torch.randn(40, 6, generator=g, dtype=torch.float64),
+            torch.randn(40, generator=g, dtype=torch.float64),
+            torch.full((1,), 0.8, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+            torch.ones(1, dtype=torch.float64), 0, 2.0, 0.0, 0, True,
+            torch.randn(2, 40, generator=g, dtype=torch.float64))
+    for bias_o in (torch.randn(2, generator=g, dtype=torch.float64), None):
+        torch.library.opcheck(_lib.linear_lif_readout_forward.default, (x, *args, bias_o))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(weight_o=torch.zeros(2, 41, dtype=torch.float64)), "readout_weight"),
+    (dict(weight_o=torch.zeros(5, 40, dtype=torch.float64)), "readout_weight"),
+    (dict(weight_o=torch.zeros(2, 40)), "readout_weight"),
+    (dict(bias_o=torch.zeros(3, dtype=torch.float64)), "bias"),
+])
+def test_forward_op_bad_inputs_name_the_argument(change, message):
+    args = {"weight_o": torch.zeros(2, 40, dtype=torch.float64), "bias_o": None, **change}
+    one = torch.ones(1, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=message):
+        _lib.linear_lif_readout_forward(
+            torch.zeros(3, 4, 6, dtype=torch.float64), torch.zeros(40, 6, dtype=torch.float64),
+            None, one, one, one, 0, 2.0, 0.0, 0, True, args["weight_o"], args["bias_o"])

@@ -15,9 +15,10 @@
 #include <torch/library.h>
 
 #include "../lif_forward_in_place.h"
+#include "../narrow_linear.h"
 #include "avx512.h"
 #include "lif_cpu_common.h"
-#include "readout_grad.h"
+#include "readout.h"
 
 namespace snnkernels {
 namespace {
@@ -59,10 +60,14 @@ SNN_CLONES_AVX2 __attribute__((flatten)) void forward_row_avx2(
 }
 
 // kInPlace: x is mem (contiguous [T, M]), each value read before the membrane overwrites it.
+// readout: when not null, its current's rows are summed from each step's spikes of the chunk,
+// whose width is then a whole number of the readout's input rows (H neurons).
 template <typename T, Reset R, bool kDelay, bool kInPlace>
 void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Params params,
-                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m) {
-  const int64_t width = chunk_width(m);
+                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m,
+                    const ReadoutCurrent<T>* readout) {
+  const int64_t rows = readout != nullptr ? readout->hidden : 1;
+  const int64_t width = std::max<int64_t>(1, chunk_width(m) / rows) * rows;
   const int64_t chunks = (m + width - 1) / width;
   const bool wide = wide_rows(steps, m, sizeof(T));
   const auto row_fn = params.uniform()
@@ -87,6 +92,11 @@ void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Para
         const int64_t off = t * m + n0;
         row_fn(kInPlace ? nullptr : x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded,
                spk + off, mem + off, kDelay ? nullptr : pre + off, len);
+        if (readout != nullptr) {
+          narrow_linear_rows(spk + off, rows, readout->w, readout->classes, readout->bias,
+                             readout->out + (t * (m / rows) + n0 / rows) * readout->classes, 0,
+                             len / rows);
+        }
       }
     }
   });
@@ -147,10 +157,15 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
 
 using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
-// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place).
+// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place);
+// readout_out, when not null (lif_forward_in_place_with_readout, whose caller checked the
+// readout's arguments): receives the readout's current.
 Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
                    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-                   int64_t reset, bool reset_delay, bool in_place) {
+                   int64_t reset, bool reset_delay, bool in_place,
+                   const at::Tensor* readout_weight = nullptr,
+                   const c10::optional<at::Tensor>* readout_bias = nullptr,
+                   at::Tensor* readout_out = nullptr) {
   TORCH_CHECK(x.dim() == 2, "snnkernels: x must be [T, M], got ", x.sizes());
   check_cpu_dtype(x);
   const int64_t steps = x.size(0), m = x.size(1);
@@ -178,9 +193,17 @@ Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
       constexpr bool kDelay = decltype(delay)::value;
       const auto kernel = in_place ? forward_kernel<scalar_t, R, kDelay, true>
                                    : forward_kernel<scalar_t, R, kDelay, false>;
+      const ReadoutCurrent<scalar_t> readout =
+          readout_out == nullptr
+              ? ReadoutCurrent<scalar_t>{}
+              : ReadoutCurrent<scalar_t>{
+                    readout_weight->data_ptr<scalar_t>(),
+                    readout_bias->has_value() ? (*readout_bias)->data_ptr<scalar_t>() : nullptr,
+                    readout_weight->size(0), readout_weight->size(1),
+                    readout_out->data_ptr<scalar_t>()};
       kernel(x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
              mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps,
-             m);
+             m, readout_out == nullptr ? nullptr : &readout);
     });
   });
   return {spk, mem, pre};
@@ -273,6 +296,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
     const at::Tensor& graded, int64_t reset, bool reset_delay) {
   return forward_cpu(x, c10::nullopt, beta, threshold, graded, reset, reset_delay,
                      /*in_place=*/true);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpu::lif_forward_in_place_with_readout(
+    const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
+    const at::Tensor& graded, int64_t reset, bool reset_delay, const at::Tensor& readout_weight,
+    const c10::optional<at::Tensor>& readout_bias) {
+  const int64_t hidden = readout_weight.size(1);
+  at::Tensor current = empty_output({x.size(0) * (x.size(1) / hidden), readout_weight.size(0)},
+                                    x.options());
+  auto [spk, mem, pre] = forward_cpu(x, c10::nullopt, beta, threshold, graded, reset,
+                                     reset_delay, /*in_place=*/true, &readout_weight,
+                                     &readout_bias, &current);
+  return {spk, mem, pre, current};
 }
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {

@@ -28,7 +28,7 @@
 
 #include "avx512.h"
 #include "lif_cpu_common.h"
-#include "readout_grad.h"
+#include "readout.h"
 
 namespace snnkernels {
 namespace {
@@ -394,7 +394,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      // readout: the spikes' gradient is formed at each step instead (readout_grad.h)
+      // readout: the spikes' gradient is formed at each step instead (readout.h)
       const GradRows<T> gs = readout != nullptr ? GradRows<T>{gs_local, 0}
                                                 : grad_rows(grad_spk, n0, len, gs_local);
       const GradRows<T> gm = grad_rows(grad_mem, n0, len, gm_local);

@@ -1,9 +1,9 @@
-// The op lif_backward_readout on the CPU (readout_grad.h): its arguments checked, then the dense
+// The op lif_backward_readout on the CPU (readout.h): its arguments checked, then the dense
 // LIF backward (mask 0) or the masked one (compact), each forming the spikes' gradient from the
 // readout's current gradient and weight.
 #include <torch/library.h>
 
-#include "readout_grad.h"
+#include "readout.h"
 
 namespace snnkernels {
 namespace {

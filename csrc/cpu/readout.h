@@ -1,8 +1,11 @@
-// The op lif_backward_readout (cpu/lif_readout_cpu.cpp): the LIF backward of a layer whose spikes
-// feed a narrow readout layer and nothing else, with the spikes' gradient formed a row at a time
-// from the readout's current gradient g [T * B, C] and weight w [C, H] (M = B * H neurons (b, h))
-// instead of read from a [T, M] tensor. The dense body is in lif_cpu.cpp, the masked one in
-// lif_masked_cpu.cpp; both fill the gradient with readout_grad_row.
+// A LIF layer whose spikes feed a narrow readout layer (weight w [C, H], M = B * H neurons (b, h)),
+// the two run together on the CPU (snnkernels/_readout.py):
+// - forward (linear_lif_readout_forward, linear_lif.cpp): the readout's current is summed from
+//   each step's spikes while they are in cache (ReadoutCurrent, lif_cpu.cpp's forward kernel);
+// - backward (lif_backward_readout, cpu/lif_readout_cpu.cpp): the spikes' gradient is formed a
+//   row at a time from the readout's current gradient g [T * B, C] and w instead of read from a
+//   [T, M] tensor (ReadoutGrad; the dense body in lif_cpu.cpp, the masked one in
+//   lif_masked_cpu.cpp, both filling it with readout_grad_row).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,6 +17,15 @@
 
 namespace snnkernels {
 namespace cpu {
+
+template <typename T>
+struct ReadoutCurrent {
+  const T* w;     // [C, H]
+  const T* bias;  // [C] or null
+  int64_t classes;
+  int64_t hidden;
+  T* out;  // [T * B, C]
+};
 
 template <typename T>
 struct ReadoutGrad {
@@ -55,6 +67,13 @@ void fill_readout_grad(const ReadoutGrad<T>& ro, int64_t t, int64_t m, int64_t n
   readout_grad_row(ro.g + t * (m / ro.hidden) * ro.classes, ro.w, ro.classes, ro.hidden, n0,
                    len, out);
 }
+
+// lif_forward in place (lif_forward_in_place.h) that also returns the readout's current
+// [T * B, C]: narrow_linear.h's sums (the bits of narrow_linear_cpu) of each step's spikes.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_in_place_with_readout(
+    const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
+    const at::Tensor& graded, int64_t reset, bool reset_delay, const at::Tensor& readout_weight,
+    const c10::optional<at::Tensor>& readout_bias);
 
 // The bodies, arguments as lif_backward_readout's (checked by it) minus the mask's; the dense
 // one returns (grad_x, grad_beta, grad_threshold, grad_graded), the masked one (always compact)
