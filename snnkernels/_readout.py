@@ -27,8 +27,9 @@ _lib = torch.ops.snnkernels
 # Readouts of at most this many neurons: those whose input gradient the separate calls form
 # with the same sums (linear_dense_backward's narrow-layer loops, csrc/narrow_linear.h).
 NARROW_MAX_WIDTH = _extension.build_info()["narrow_max_width"]
-_ARGS = 14  # linear_lif_forward's arguments after x: weight, bias, beta, threshold, graded,
+# linear_lif_forward's arguments after x (op_args): weight, bias, beta, threshold, graded,
 # surrogate, p0, p1, reset, reset_delay, then the mask's four
+_ARGS = 14
 
 
 def fusable(x, hidden, readout) -> bool:

@@ -2,8 +2,9 @@
 
 x [B, F] -> encoder -> [T, B, F] -> (Linear -> LIF) per hidden layer -> Linear -> readout.
 Each layer runs over the whole sequence at once: one matmul on [T*B, F], then one fused LIF
-call on [T, B, H] (on the CPU one snnkernels.linear_lif call for the layers after the first;
-see SpikingLinear.from_input). The model keeps no hidden state between calls (every forward
+call on [T, B, H] (on the CPU one snnkernels.linear_lif call for the layers after the first,
+see SpikingLinear.from_input; the last hidden layer and a narrow readout as one autograd node,
+_readout.py). The model keeps no hidden state between calls (every forward
 starts from zero membranes), so a changed batch size, .to(device / dtype) and replicas need
 nothing special, and torch.compile(fullgraph=True) sees one graph.
 """
