@@ -72,13 +72,17 @@ at::Tensor event_flag(bool event, const at::Tensor& x) {
   return x.is_cpu() ? at::full({1}, event, opts) : at::empty({0}, opts);
 }
 
-// x [T, B, F] W^T + bias as [T * B, N], and whether it ran event-driven.
-std::tuple<at::Tensor, bool> synaptic_current(const at::Tensor& x, const at::Tensor& weight,
-                                              const c10::optional<at::Tensor>& bias) {
+void check_linear_shapes(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.dim() == 3, "snnkernels: linear_lif x must be [T, B, F], got ", x.sizes());
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(2),
               "snnkernels: linear_lif weight must be [N, F = ", x.size(2), "], got ",
               weight.sizes());
+}
+
+// x [T, B, F] W^T + bias as [T * B, N] (shapes checked by the caller), and whether it ran
+// event-driven.
+std::tuple<at::Tensor, bool> synaptic_current(const at::Tensor& x, const at::Tensor& weight,
+                                              const c10::optional<at::Tensor>& bias) {
   const int64_t rows = x.size(0) * x.size(1), n = weight.size(0);
   const at::Tensor x2 = x.reshape({rows, x.size(2)});
   if (event_driven_layer(x2, n)) {  // spikes: work over the nonzeros of x only
@@ -102,6 +106,7 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
                         const at::Tensor& threshold, const at::Tensor& graded, int64_t surrogate,
                         double p0, double p1, int64_t reset, bool reset_delay,
                         int64_t /*mask*/, int64_t /*k*/, double /*width*/, bool /*temporal*/) {
+  check_linear_shapes(x, weight);
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const auto [current, event] = synaptic_current(x, weight, bias);
   const at::Tensor rows = current.view({steps, batch * n});
@@ -121,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_li
     const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
     int64_t /*surrogate*/, double /*p0*/, double /*p1*/, int64_t reset, bool reset_delay,
     const at::Tensor& readout_weight, const c10::optional<at::Tensor>& readout_bias) {
-  const auto [current, event] = synaptic_current(x, weight, bias);
+  check_linear_shapes(x, weight);
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   TORCH_CHECK(narrow_layer(x, readout_weight.size(0)) && readout_weight.dim() == 2 &&
                   readout_weight.size(0) >= 1 && readout_weight.size(1) == n && n >= 1 &&
@@ -131,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_li
               "[C, N = ", n, "] of x's dtype with 1 <= C <= ", kNarrowMaxWidth,
               " and N >= 1, got ", readout_weight.sizes(), " ", readout_weight.scalar_type());
   check_bias(readout_bias, readout_weight.size(0), x);
+  const auto [current, event] = synaptic_current(x, weight, bias);
   auto [spk, mem, pre, readout_current] = cpu::lif_forward_in_place_with_readout(
       current.view({steps, batch * n}), beta, threshold, graded, reset, reset_delay,
       readout_weight, readout_bias);

@@ -122,7 +122,7 @@ namespace avx512 {
 // dot_lanes for float32, the 16 lanes in one register per output, x's rows read once for all N
 // outputs: the same products and sums in the same order (the tree 8 + 8, 4 + 4, 2 + 2, 1 + 1 as
 // register halves), so the same bits. GCC compiled the portable tree through the stack, half of
-// forward_rows' time ([6400, 128] x [2, 128]: 0.35 ms on one thread, now 0.19).
+// the forward's time ([6400, 128] x [2, 128]: 0.35 ms on one thread, now 0.19).
 __attribute__((target("avx512f"))) inline float sum_lanes(__m512 acc) {
   const __m256 s8 = _mm256_add_ps(
       _mm512_castps512_ps256(acc),
@@ -170,15 +170,8 @@ __attribute__((target("avx512f"))) void forward_rows(const float* x, int64_t f, 
 }  // namespace avx512
 #endif
 
-void forward_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
-                  float* out, int64_t r0, int64_t r1) {
-#if defined(__x86_64__)
-  if (use_avx512()) return avx512::forward_rows(x, f, w, n, bias, out, r0, r1);
-#endif
-  forward_rows_portable(x, f, w, n, bias, out, r0, r1);
-}
-SNN_CLONES void forward_rows(const double* x, int64_t f, const double* w, int64_t n,
-                             const double* bias, double* out, int64_t r0, int64_t r1) {
+SNN_CLONES void forward_rows_portable(const double* x, int64_t f, const double* w, int64_t n,
+                                      const double* bias, double* out, int64_t r0, int64_t r1) {
   forward_rows_impl(x, f, w, n, bias, out, r0, r1);
 }
 SNN_CLONES void backward_rows(const float* g, const float* x, const float* w, int64_t n,
@@ -210,11 +203,14 @@ int64_t row_blocks(int64_t rows) {
 
 void narrow_linear_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
                         float* out, int64_t r0, int64_t r1) {
-  forward_rows(x, f, w, n, bias, out, r0, r1);
+#if defined(__x86_64__)
+  if (use_avx512()) return avx512::forward_rows(x, f, w, n, bias, out, r0, r1);
+#endif
+  forward_rows_portable(x, f, w, n, bias, out, r0, r1);
 }
 void narrow_linear_rows(const double* x, int64_t f, const double* w, int64_t n,
                         const double* bias, double* out, int64_t r0, int64_t r1) {
-  forward_rows(x, f, w, n, bias, out, r0, r1);
+  forward_rows_portable(x, f, w, n, bias, out, r0, r1);
 }
 
 at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
@@ -234,7 +230,7 @@ at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
     const T* bp = bias.has_value() ? bias->data_ptr<T>() : nullptr;
     T* op = out.data_ptr<T>();
     at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-      forward_rows(xp, f, wp, n, bp, op, r0, r1);
+      narrow_linear_rows(xp, f, wp, n, bp, op, r0, r1);
     });
   });
   return out;
