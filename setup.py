@@ -78,6 +78,8 @@ setup(
         "study": STUDY,
         "test": ["pytest", "hypothesis", "snntorch==1.0.0"] + STUDY,
         "bench": ["pytest-benchmark"],
+        # the API reference (mkdocs.yml; `mkdocs build --strict` runs in scripts/test.sh)
+        "docs": ["mkdocs", "mkdocs-material", "mkdocstrings[python]"],
     },
     entry_points={"console_scripts": ["snnkernels=snnkernels.cli:main"]},
     ext_modules=[extension()],

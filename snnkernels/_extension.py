@@ -25,7 +25,11 @@ def build_info() -> dict:
     event_max_density[dtype] ('float32', 'float64') of x is nonzero and the layer has at least
     event_min_width neurons, and as row loops for layers of at most narrow_max_width neurons;
     'avx512' says whether the float32 AVX-512 kernels run in this process (a CPU with AVX-512F,
-    SNNKERNELS_PORTABLE unset; docs/sparse.md)."""
+    SNNKERNELS_PORTABLE unset; docs/sparse.md).
+
+    Returns:
+        A dict parsed from the JSON the extension was compiled to report.
+    """
     return json.loads(torch.ops.snnkernels.build_info())
 
 

@@ -23,7 +23,12 @@ def convert(model: nn.Module) -> nn.Module:
     snnkernels.nn.Leaky; returns `model` (or the replacement when `model` itself is a Leaky).
     Layers the kernels cannot run exactly (inhibition, state_quant, an unsupported spike_grad,
     subclasses of Leaky) are kept as they are, with a warning naming them. A model without any
-    snntorch.Leaky is returned unchanged, with a warning."""
+    snntorch.Leaky is returned unchanged, with a warning.
+
+    Raises:
+        TypeError: model is not a torch.nn.Module.
+        ImportError: snntorch is not installed.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"snnkernels.convert: model must be a torch.nn.Module, got "
                         f"{type(model).__name__}")

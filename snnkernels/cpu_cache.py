@@ -27,7 +27,15 @@ def info() -> dict:
 
 def set_limit(megabytes: int) -> None:
     """Caps the free buffers the cache keeps at `megabytes` MiB (0: keep none), freeing what is
-    above the new cap now."""
+    above the new cap now.
+
+    Args:
+        megabytes: the cap in MiB, an int >= 0.
+
+    Raises:
+        TypeError: megabytes not an int.
+        ValueError: megabytes < 0.
+    """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int):
         raise TypeError(f"megabytes must be an int, got {type(megabytes).__name__}")
     if megabytes < 0:

@@ -30,22 +30,40 @@ def lif(
 ):
     """Runs a leaky integrate-and-fire neuron over all T steps of x in one fused kernel, and its
     surrogate-gradient BPTT backward in another. Computes what snnTorch 1.0.0's Leaky computes
-    when called once per time step (../shared/SPEC.md section 1).
+    when called once per time step (docs/semantics.md, "The neuron").
 
-    x: [T, *batch], time-major; float32/float64 on CPU, float32/float16/bfloat16/float64 on
-       CUDA (float32 arithmetic inside for the half types). Any strides (non-contiguous input
-       is copied once; a CPU input broadcast over T, like x.expand(T, ...), is read in place).
-    beta, threshold, graded_spikes_factor: float, 0-dim tensor, or tensor broadcastable to
-       x.shape[1:]; differentiable when a tensor requires grad. beta is clamped to [0, 1] in the
-       forward (its gradient is 0 outside).
-    mem0: initial membrane broadcastable to x.shape[1:] (zeros when None); differentiable.
-    surrogate: None (atan(alpha=2.0)) or an object from snnkernels.surrogate.
-    reset_mechanism: "subtract" | "zero" | "none"; reset_delay: as snnTorch's.
-    sparse: None (dense, exact BPTT) or a mask from snnkernels.sparse (TopK, ActiveWindow),
-       applied inside the fused backward to the rows of the last dimension of x; x's gradient
-       is then the masked one. CPU and CUDA (same results: float32/float64 bit for bit with the
-       default surrogate; see docs/sparse.md).
-    Returns (spk, mem), both shaped like x: spikes and the membrane at every step.
+    Args:
+        x: the input current `[T, *batch]`, time-major; float32/float64 on CPU,
+            float32/float16/bfloat16/float64 on CUDA (float32 arithmetic inside for the half
+            types). Any strides (non-contiguous input is copied once; a CPU input broadcast over
+            T, like `x.expand(T, ...)`, is read in place).
+        beta: the decay; a float, a 0-dim tensor, or a tensor broadcastable to x.shape[1:] on
+            x's device; differentiable when a tensor requires grad. Clamped to [0, 1] in the
+            forward (its gradient is 0 outside).
+        threshold: the firing threshold; as beta (not clamped).
+        mem0: the initial membrane, broadcastable to x.shape[1:] (zeros when None);
+            differentiable.
+        surrogate: None (atan(alpha=2.0), snnTorch's default) or an object from
+            snnkernels.surrogate.
+        reset_mechanism: "subtract" | "zero" | "none".
+        reset_delay: as snnTorch's: True resets at the next step, False in the same step.
+        graded_spikes_factor: the spike's value; as beta.
+        sparse: None (dense, exact BPTT) or a mask from snnkernels.sparse (TopK, ActiveWindow),
+            applied inside the fused backward to the rows of the last dimension of x; x's
+            gradient is then the masked one. CPU and CUDA (same results: float32/float64 bit
+            for bit with the default surrogate; see docs/sparse.md).
+
+    Returns:
+        (spk, mem), both shaped like x and of x's dtype and device: spikes and the membrane at
+            every step.
+
+    Raises:
+        TypeError: x not a floating-point tensor, a dtype the device's kernel does not take,
+            a parameter or mem0 of the wrong type, surrogate or sparse of an unknown kind,
+            reset_delay not a bool.
+        ValueError: a 0-dim x, a parameter or mem0 that does not broadcast to x.shape[1:] or
+            is on another device, an unknown reset_mechanism, a TopK k larger than the row.
+        RuntimeError: a CUDA tensor given to a CPU-only build.
     """
     neuron = _Neuron.checked(x, beta, threshold, graded_spikes_factor, mem0, surrogate,
                              reset_mechanism, reset_delay)
@@ -77,17 +95,31 @@ def lif_constant(
     graded_spikes_factor=1.0,
 ):
     """The spikes of a LIF neuron driven by the same input current x at each of `steps` steps:
-    lif(x.expand(steps, *x.shape), ...)[0], computed without the membrane (a direct encoder's
+    `lif(x.expand(steps, *x.shape), ...)[0]`, computed without the membrane (a direct encoder's
     first layer, where the input features are the current at every step).
 
-    x: [*batch], the current; steps: int >= 0. The other arguments as snnkernels.lif's, with
-    x.shape in place of x.shape[1:]. Returns spk [steps, *batch]; x's gradient is summed over
-    the steps.
-
     On the CPU (float32/float64) one fused kernel writes only the spikes, and the backward
-    recomputes the membrane from x instead of saving it: nothing [steps, *batch] is kept for the
-    backward, and no [steps, *batch] grad_x is written and summed. Elsewhere (CUDA) it calls
+    recomputes the membrane from x instead of saving it: nothing `[steps, *batch]` is kept for
+    the backward, and no `[steps, *batch]` grad_x is written and summed. Elsewhere (CUDA) it calls
     snnkernels.lif on the expanded current.
+
+    Args:
+        x: the current `[*batch]`, a floating-point tensor (dtypes and devices as snnkernels.lif's).
+        steps: the number of time steps, an int >= 0.
+        beta: as snnkernels.lif's, with x.shape in place of x.shape[1:].
+        threshold: as beta.
+        mem0: as snnkernels.lif's.
+        surrogate: as snnkernels.lif's.
+        reset_mechanism: as snnkernels.lif's.
+        reset_delay: as snnkernels.lif's.
+        graded_spikes_factor: as beta.
+
+    Returns:
+        spk `[steps, *batch]`; x's gradient is summed over the steps.
+
+    Raises:
+        TypeError: x not a tensor; otherwise as snnkernels.lif.
+        ValueError: steps not an int >= 0; otherwise as snnkernels.lif.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (the input current), got {type(x).__name__}")

@@ -1,5 +1,6 @@
 """snnkernels.linear_lif: the fused synapse + neuron layer, I = x W^T + b followed by the LIF,
-whose backward can turn a sparse gradient mask into speed (SPEC section 3)."""
+whose backward can turn a sparse gradient mask into speed (docs/semantics.md, "Sparse gradient
+masks")."""
 
 from __future__ import annotations
 
@@ -15,21 +16,38 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
                reset_mechanism="subtract", reset_delay=True, sparse=None):
     """spk, mem = LIF(x W^T + b) over all T steps (zero initial membrane).
 
-    x: [T, B, F]; weight: [N, F]; bias: [N] or None (same dtype and device as x).
-    beta, threshold: float, 0-dim tensor, or tensor broadcastable to [B, N]; differentiable when
-       they require grad. surrogate, reset_mechanism, reset_delay: as snnkernels.lif.
-    sparse: None or snnkernels.sparse.TopK / ActiveWindow (rows = the N neurons of one (t, b)).
-    Returns (spk, mem), both [T, B, N].
-
     Forward: one GEMM for all T steps, then the fused LIF kernel. Backward, dense: the fused LIF
     backward, then GEMMs for dx, dW, db. Backward, sparse (CPU and CUDA): the fused LIF backward
     applies the mask and emits the surviving current gradients in compact form (TopK: values
-    and int32 indices [T*B, k]; ActiveWindow: CSR), and dx, dW, db are computed from those
+    and int32 indices `[T*B, k]`; ActiveWindow: CSR), and dx, dW, db are computed from those
     entries alone (dx gathers rows of W; dW is accumulated per neuron in a fixed order, so the
     bits do not depend on the thread count or the launch configuration; no atomics on CUDA).
     The compact gradient is the only extra memory (on the CPU; the CUDA kernels' scratch is in
-    docs/sparse.md):
-    T*B*k * (itemsize + 4) bytes for TopK, nnz * (itemsize + 4) + 8 * (T*B + 1) for ActiveWindow.
+    docs/sparse.md): `T*B*k * (itemsize + 4)` bytes for TopK, `nnz * (itemsize + 4) + 8 *
+    (T*B + 1)` for ActiveWindow.
+
+    Args:
+        x: the layer input [T, B, F]; dtypes and devices as snnkernels.lif's x.
+        weight: [N, F], same dtype and device as x.
+        bias: [N] or None, same dtype and device as x.
+        beta: a float, a 0-dim tensor, or a tensor broadcastable to [B, N]; differentiable
+            when it requires grad.
+        threshold: as beta.
+        surrogate: as snnkernels.lif's.
+        reset_mechanism: as snnkernels.lif's.
+        reset_delay: as snnkernels.lif's.
+        sparse: None or snnkernels.sparse.TopK / ActiveWindow (rows = the N neurons of one
+            (t, b)).
+
+    Returns:
+        (spk, mem), both [T, B, N].
+
+    Raises:
+        TypeError: x, weight or bias not tensors, or of different dtypes; otherwise as
+            snnkernels.lif.
+        ValueError: x not [T, B, F], weight not [N, F] for it, bias not [N], tensors on
+            different devices, more than 2^31 - 1 rows `T * B` with sparse=; otherwise as
+            snnkernels.lif.
     """
     args = op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_delay,
                    sparse)

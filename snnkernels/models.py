@@ -1,4 +1,4 @@
-"""TabularSNN: the spiking MLP the study trains on tabular data (../shared/SPEC.md section 4).
+"""TabularSNN: the spiking MLP the study trains on tabular data (docs/study.md).
 
 x [B, F] -> encoder -> [T, B, F] -> (Linear -> LIF) per hidden layer -> Linear -> readout.
 Each layer runs over the whole sequence at once: one matmul on [T*B, F], then one fused LIF
@@ -81,28 +81,48 @@ class SpikingLinear(nn.Module):
 class TabularSNN(nn.Module):
     """A feed-forward SNN classifier for tabular features.
 
-    in_features, hidden (widths of the spiking hidden layers), num_classes, T (time steps).
-    encoder: "direct" (default): the features are the input current at every step (the first
-        layer's matmul is done once and broadcast over T);
-      "rate": Bernoulli spikes with probability clamp(x, 0, 1) at each step (as
-        snntorch.spikegen.rate: scale features into [0, 1] first), drawn from a generator
-        seeded with `seed` (one per device; reseed() restarts it). The gradient passes
-        straight through the sampling (d spikes / d p = 1), so attacks can differentiate it.
-    readout: "spike_count" (default): logits = spike counts of a LIF output layer over T;
-      "membrane": logits = the mean over T of the membrane of a non-resetting leaky
-        integrator output layer (reset_mechanism "none"), a smooth readout.
-    surrogate: for every layer; None (atan(alpha=2.0)), snnkernels.surrogate.* or one of
-        snntorch.surrogate's factories.
-    sparse: None (dense BPTT) or snnkernels.sparse.TopK / ActiveWindow, applied to the backward
-        of every hidden layer (the output layer, num_classes wide, stays dense). Layers after the
-        first run snnkernels.linear_lif, so their synaptic backward touches only the kept
-        entries; the first layer's synapse with the direct encoder is one [B, F] matmul
-        broadcast over T, whose backward is already small. The forward is unchanged. The sparse
-        backward runs on the CPU and on CUDA (as snnkernels.linear_lif).
-    beta, threshold, learn_beta, learn_threshold, reset_mechanism, reset_delay: the neurons'
-        (learnable ones become per-neuron Parameters).
-    forward(x [B, in_features]) -> logits [B, num_classes]; with record=True also the list of
-    each layer's spikes [T, B, width] (hidden layers, then the output layer).
+    `forward(x [B, in_features]) -> logits [B, num_classes]`; with `record=True` also the list
+    of each layer's spikes `[T, B, width]` (hidden layers, then the output layer). x must be a
+    floating-point tensor of the parameters' dtype (another floating dtype under autocast) on
+    their device, CPU or CUDA (a CUDA build); a wrong shape or device is a ValueError, a wrong
+    dtype a TypeError. The model keeps no state between calls.
+
+    Args:
+        in_features: the number of input features F, an int >= 1.
+        hidden: the widths of the spiking hidden layers, a sequence of ints >= 1.
+        num_classes: the output layer's width, an int >= 1.
+        T: the number of time steps, an int >= 1.
+        encoder: "direct" (default): the features are the input current at every step (the
+            first layer's matmul is done once and broadcast over T). "rate": Bernoulli spikes
+            with probability clamp(x, 0, 1) at each step (as snntorch.spikegen.rate: scale
+            features into [0, 1] first), drawn from a generator seeded with `seed` (one per
+            device; reseed() restarts it). The gradient passes straight through the sampling
+            (d spikes / d p = 1), so attacks can differentiate it.
+        readout: "spike_count" (default): logits = spike counts of a LIF output layer over T.
+            "membrane": logits = the mean over T of the membrane of a non-resetting leaky
+            integrator output layer (reset_mechanism "none"), a smooth readout.
+        surrogate: for every layer; None (atan(alpha=2.0)), snnkernels.surrogate.* or one of
+            snntorch.surrogate's factories.
+        sparse: None (dense BPTT) or snnkernels.sparse.TopK / ActiveWindow, applied to the
+            backward of every hidden layer (the output layer, num_classes wide, stays dense).
+            Layers after the first run snnkernels.linear_lif, so their synaptic backward
+            touches only the kept entries; the first layer's synapse with the direct encoder is
+            one [B, F] matmul broadcast over T, whose backward is already small. The forward is
+            unchanged. The sparse backward runs on the CPU and on CUDA.
+        beta: every neuron's decay, a float.
+        threshold: every neuron's threshold, a float.
+        learn_beta: make beta a learnable per-neuron Parameter in each layer.
+        learn_threshold: make threshold a learnable per-neuron Parameter in each layer.
+        reset_mechanism: "subtract" | "zero" | "none" (hidden layers, and the output layer with
+            the spike-count readout).
+        reset_delay: as snnkernels.lif's.
+        seed: the rate encoder's seed, an int.
+
+    Raises:
+        ValueError: a width, in_features, num_classes or T that is not a positive int; an
+            unknown encoder, readout or reset_mechanism.
+        TypeError: hidden not a sequence, beta or threshold not a real number, seed not an int,
+            surrogate or sparse of an unknown kind (sparse: ValueError for a bad TopK k).
     """
 
     def __init__(self, in_features: int, hidden=(128,), num_classes: int = 2, T: int = 8, *,

@@ -1,4 +1,4 @@
-"""The executable specification: the LIF neuron of ../shared/SPEC.md written as a readable
+"""The executable specification: the LIF neuron of docs/semantics.md written as a readable
 time loop in plain PyTorch, gradients by autograd. The fused kernels are tested against it.
 It follows snnTorch 1.0.0's Leaky step by step (the same operations in the same order)."""
 
@@ -42,7 +42,15 @@ class _MaskGrad(torch.autograd.Function):
 def topk_keep(grad: torch.Tensor, k: int) -> torch.Tensor:
     """Where grad is among the k largest |grad| of its row (last dim); ties to the lower index.
     torch.topk leaves the order of ties unspecified, so this takes the first k of a stable
-    descending sort (what topk would give with ties to the lower index). NaN ranks as +inf."""
+    descending sort (what topk would give with ties to the lower index). NaN ranks as +inf.
+
+    Args:
+        grad: a floating-point tensor [..., N], any device.
+        k: how many entries of each row to keep, 1 <= k <= N.
+
+    Returns:
+        A bool tensor shaped like grad, True at the kept entries.
+    """
     mag = grad.abs()
     mag = torch.where(mag.isnan(), torch.full_like(mag, float("inf")), mag)
     order = torch.sort(mag, dim=-1, descending=True, stable=True).indices[..., :k]
@@ -71,7 +79,8 @@ def lif(
     graded_spikes_factor=1.0,
     sparse=None,
 ):
-    """Same signature and results as snnkernels.lif; see its docstring. The sparse masks
+    """Same signature, results and errors as snnkernels.lif (see its arguments), on any device
+    and floating dtype torch supports, at the speed of a Python time loop. The sparse masks
     (snnkernels.sparse, whose docstring defines them) are gates on gradients: TopK on x_t's
     gradient (on h_t's with temporal=True), ActiveWindow on h_t's, with a windowed surrogate and
     the same-step reset detached."""
@@ -133,8 +142,9 @@ def lif(
 
 def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
                reset_mechanism="subtract", reset_delay=True, sparse=None):
-    """Same signature and results as snnkernels.linear_lif: I = x W^T + b by a dense matmul,
-    then lif(I, ...); with a sparse mask the matmul's backward sees the masked dL/dI."""
+    """Same signature, results and errors as snnkernels.linear_lif (see its arguments):
+    I = x W^T + b by a dense matmul, then lif(I, ...); with a sparse mask the matmul's backward
+    sees the masked dL/dI."""
     _args.check_linear(x, weight, bias)
     current = torch.matmul(x, weight.t())
     if bias is not None:

@@ -1,36 +1,34 @@
-"""Sparse-gradient masks for the fused LIF backward (../shared/SPEC.md section 3).
+"""Sparse-gradient masks for the fused LIF backward (docs/semantics.md, "Sparse gradient masks").
 
 Pass one as `sparse=` to snnkernels.lif or snnkernels.linear_lif; `sparse=None` is the exact,
 dense backward. The forward is never changed. Both masks act on the current gradient
 δI_t = dL/dx_t that leaves the neuron toward its synapses, per (time step, sample) row of the N
 neurons of the last dimension of x:
 
-TopK(k=None, fraction=None, temporal=False)  (meProp, Sun et al. 2017)
-    Of every row of δI keep the k entries of largest |δI| and zero the others; ties go to the
-    lower neuron index (deterministic). Give k directly or as a fraction of N:
-    k = max(1, round(fraction * N)). The recursion through time stays exact (it uses the
-    unmasked dL/dh); with temporal=True the mask is applied to dL/dh_t itself, h_t being the
-    membrane before the step's own reset, so the masked entries also leave the carry through
-    time and the beta / threshold-reset gradient terms (the threshold's spike term,
-    -g_spk * graded * sigma', comes before h and is not masked).
-
-ActiveWindow(width=0.2)  (Perez-Nieves & Goodman 2021, "Sparse Spiking Gradient Descent")
-    A neuron is active at step t when |h_t - threshold| < width. Precisely:
-    - sigma'(h_t - threshold) is replaced by 0 where inactive (everywhere it appears);
-    - dL/dh_t is multiplied by the activity (0 or 1): an inactive neuron passes no gradient to
-      its input current, its previous membrane, beta or the threshold's reset term, so δI is
-      zero exactly where inactive (the set of active entries is known after the forward);
-    - "gradient through time through the leak only": the reset is detached in the backward. With
-      reset_delay=True it already is (SPEC section 1); with reset_delay=False the same-step reset
-      D_t = S_t/g - R_t is detached too, so the recursion dL/du_{t-1} = beta' * keep * dL/dh_t is
-      the leak alone (keep = 1 - R_t for the zero reset).
-    A huge width therefore equals dense BPTT with that leak-only recursion (for reset_delay=True:
-    exactly the dense backward).
+- `TopK(k=None, fraction=None, temporal=False)` (meProp, Sun et al. 2017): of every row of δI
+  keep the k entries of largest |δI| and zero the others; ties go to the lower neuron index
+  (deterministic). Give k directly or as a fraction of N: `k = max(1, round(fraction * N))`.
+  The recursion through time stays exact (it uses the unmasked dL/dh); with temporal=True the
+  mask is applied to dL/dh_t itself, h_t being the membrane before the step's own reset, so the
+  masked entries also leave the carry through time and the beta / threshold-reset gradient
+  terms (the threshold's spike term, `-g_spk * graded * sigma'`, comes before h and is not
+  masked).
+- `ActiveWindow(width=0.2)` (Perez-Nieves & Goodman 2021, "Sparse Spiking Gradient Descent"):
+  a neuron is active at step t when |h_t - threshold| < width. sigma'(h_t - threshold) is
+  replaced by 0 where inactive (everywhere it appears); dL/dh_t is multiplied by the activity
+  (0 or 1), so an inactive neuron passes no gradient to its input current, its previous
+  membrane, beta or the threshold's reset term, and δI is zero exactly where inactive (the set
+  of active entries is known after the forward); the gradient goes through time through the
+  leak only: the reset is detached in the backward (with reset_delay=True it already is; with
+  reset_delay=False the same-step reset `D_t = S_t/g - R_t` is detached too, so the recursion
+  `dL/du_{t-1} = beta' * keep * dL/dh_t` is the leak alone, keep = 1 - R_t for the zero reset).
+  A huge width therefore equals dense BPTT with that leak-only recursion (for
+  reset_delay=True: exactly the dense backward).
 
 The fused backward applies the mask in the same pass over time that computes δI (no second pass
 over a dense gradient). snnkernels.lif returns the masked δI densely (autograd needs a dense
 tensor); snnkernels.linear_lif consumes it in compact form (TopK: ELL, values and int32 indices
-[T * B, k]; ActiveWindow: CSR of the active entries) so its synaptic backward touches only the
+`[T * B, k]`; ActiveWindow: CSR of the active entries) so its synaptic backward touches only the
 surviving entries.
 """
 
@@ -56,7 +54,22 @@ def _is_real(v) -> bool:
 
 @dataclass(frozen=True)
 class TopK:
-    """Keep the k largest-magnitude entries of every (time step, sample) row of δI."""
+    """Keep the k largest-magnitude entries of every (time step, sample) row of δI.
+
+    Args:
+        k: how many entries to keep per row, an int >= 1 (at most the row's N neurons, checked
+            at the call).
+        fraction: instead of k, the share of the row to keep, in (0, 1]:
+            `k = max(1, round(fraction * N))`.
+        temporal: False (default): the recursion through time uses the unmasked gradient.
+            True: the mask is applied to dL/dh_t, so dropped entries also leave the carry
+            through time.
+
+    Raises:
+        ValueError: both or neither of k and fraction, k < 1, fraction outside (0, 1]; at the
+            call, k larger than the row.
+        TypeError: k not an int, fraction not a real number, temporal not a bool.
+    """
 
     k: Optional[int] = None
     fraction: Optional[float] = None
@@ -81,7 +94,11 @@ class TopK:
             raise TypeError(f"TopK: temporal must be a bool, got {type(self.temporal).__name__}")
 
     def k_for(self, n: int) -> int:
-        """k for rows of n neurons; a ValueError naming k when k > n."""
+        """k for rows of n neurons.
+
+        Raises:
+            ValueError: k > n.
+        """
         if self.k is None:
             return max(1, round(float(self.fraction) * n))
         if self.k > n:
@@ -92,7 +109,15 @@ class TopK:
 
 @dataclass(frozen=True)
 class ActiveWindow:
-    """Surrogate and gradient only where |U - threshold| < width; through time by the leak."""
+    """Surrogate and gradient only where |U - threshold| < width; through time by the leak.
+
+    Args:
+        width: the half-width of the active window around the threshold, a real number > 0.
+
+    Raises:
+        TypeError: width not a real number.
+        ValueError: width <= 0 or NaN.
+    """
 
     width: float = 0.2
 

@@ -1,6 +1,8 @@
 """Surrogate gradients: the forward of a spike is always H(U - threshold) (strict >); the
 backward replaces H' by sigma'(z), z = U - threshold. Formulas and defaults are snnTorch 1.0.0's
-(../shared/SPEC.md section 2); each factory here has the name and arguments of its snnTorch twin.
+(docs/semantics.md, "Surrogate gradients"); each factory here has the name and arguments of its
+snnTorch twin, and raises TypeError for a parameter that is not a real number and ValueError for
+one that is negative, infinite or NaN.
 
 One deliberate difference: sigmoid's sigma' is computed as k e^{-k|z|} / (1 + e^{-k|z|})^2, which
 is the same function, but never overflows; snnTorch's e^{-kz} form returns NaN in float32 for
@@ -29,16 +31,24 @@ SURROGATE_IDS = {
 
 @dataclass(frozen=True)
 class Surrogate:
-    """A surrogate spike gradient: its snnTorch name and user-facing parameters."""
+    """A surrogate spike gradient: its snnTorch name and user-facing parameters. Made by the
+    factories below (atan, fast_sigmoid, ...), not directly; immutable and hashable.
+
+    Attributes:
+        name: the snnTorch factory's name, e.g. "fast_sigmoid".
+        params: ((parameter name, value), ...) in the factory's argument order.
+    """
 
     name: str
     params: tuple[tuple[str, float], ...] = ()
 
     @property
     def kind(self) -> int:
+        """The id the kernels take (csrc/lif_math.h, enum class Surrogate)."""
         return SURROGATE_IDS[self.name]
 
     def param(self, key: str) -> float:
+        """The value of parameter `key` (a KeyError for a name this surrogate does not have)."""
         return dict(self.params)[key]
 
     def constants(self) -> tuple[float, float]:
@@ -55,7 +65,8 @@ class Surrogate:
         return 0.0, 0.0
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
-        """sigma'(z) in plain torch: the reference implementation's formula."""
+        """sigma'(z) in plain torch (z: any floating-point tensor; the result has its shape,
+        dtype and device): the reference implementation's formula."""
         p0, p1 = self.constants()
         if self.name == "atan":
             return p0 / (1.0 + (p1 * z) ** 2)
@@ -90,29 +101,51 @@ def _check(name: str, value, *, factory: str) -> float:
 
 
 def atan(alpha: float = 2.0) -> Surrogate:
-    """sigma'(z) = (alpha/2) / (1 + (pi/2 * alpha * z)^2). snnTorch's default spike_grad."""
+    """sigma'(z) = (alpha/2) / (1 + (pi/2 * alpha * z)^2). snnTorch's default spike_grad.
+
+    Args:
+        alpha: the sharpness, a finite real number >= 0.
+    """
     return Surrogate("atan", (("alpha", _check("alpha", alpha, factory="atan")),))
 
 
 def fast_sigmoid(slope: float = 25) -> Surrogate:
-    """sigma'(z) = 1 / (slope * |z| + 1)^2."""
+    """sigma'(z) = 1 / (slope * |z| + 1)^2.
+
+    Args:
+        slope: the sharpness k, a finite real number >= 0.
+    """
     return Surrogate("fast_sigmoid", (("slope", _check("slope", slope, factory="fast_sigmoid")),))
 
 
 def sigmoid(slope: float = 25) -> Surrogate:
-    """sigma'(z) = slope * e^{-slope z} / (e^{-slope z} + 1)^2."""
+    """sigma'(z) = slope * e^{-slope z} / (e^{-slope z} + 1)^2, evaluated in a form that never
+    overflows (docs/semantics.md).
+
+    Args:
+        slope: the sharpness k, a finite real number >= 0.
+    """
     return Surrogate("sigmoid", (("slope", _check("slope", slope, factory="sigmoid")),))
 
 
 def spike_rate_escape(beta: float = 1, slope: float = 25) -> Surrogate:
-    """sigma'(z) = slope * exp(-beta * |z - 1|)."""
+    """sigma'(z) = slope * exp(-beta * |z - 1|), peaking at z = 1.
+
+    Args:
+        beta: the decay of the peak, a finite real number >= 0.
+        slope: the height of the peak, a finite real number >= 0.
+    """
     f = "spike_rate_escape"
     return Surrogate(f, (("beta", _check("beta", beta, factory=f)), ("slope", _check("slope", slope, factory=f))))
 
 
 def triangular(threshold: float = 1) -> Surrogate:
     """sigma'(z) = +threshold where z < 0, -threshold where z >= 0 (snnTorch's code, sign flip
-    included, reproduced for parity)."""
+    included, reproduced for parity).
+
+    Args:
+        threshold: the magnitude, a finite real number >= 0.
+    """
     return Surrogate("triangular", (("threshold", _check("threshold", threshold, factory="triangular")),))
 
 
@@ -130,7 +163,11 @@ DEFAULT = atan()
 
 
 def resolve(surrogate) -> Surrogate:
-    """None -> atan(alpha=2.0); a Surrogate passes; anything else is a TypeError."""
+    """None -> atan(alpha=2.0); a Surrogate passes.
+
+    Raises:
+        TypeError: anything else.
+    """
     if surrogate is None:
         return DEFAULT
     if isinstance(surrogate, Surrogate):

@@ -10,7 +10,11 @@ from .nn.leaky import Leaky
 def reset(model: nn.Module) -> nn.Module:
     """Sets the hidden state of every spiking layer in `model` to zeros (snnkernels.nn.Leaky,
     and any other module with a reset_mem() method, e.g. snnTorch's neurons); returns model.
-    Use between independent sequences with init_hidden=True."""
+    Use between independent sequences with init_hidden=True.
+
+    Args:
+        model: any torch.nn.Module; its submodules are visited recursively.
+    """
     for module in model.modules():
         if callable(getattr(module, "reset_mem", None)):
             module.reset_mem()
@@ -19,7 +23,11 @@ def reset(model: nn.Module) -> nn.Module:
 
 def detach(model: nn.Module) -> nn.Module:
     """Cuts the hidden state of every snnkernels.nn.Leaky in `model` from the autograd graph
-    (truncated BPTT); returns model."""
+    (truncated BPTT); returns model.
+
+    Args:
+        model: any torch.nn.Module; its submodules are visited recursively.
+    """
     for module in model.modules():
         if isinstance(module, Leaky):
             module.detach_hidden()

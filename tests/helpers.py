@@ -234,7 +234,7 @@ class Tol:
 
 
 # Forward vs the reference (same dtype): both follow the same float operations in the same
-# order (SPEC section 1), so float64 must be bit-identical. float32 spikes must be identical too
+# order (docs/semantics.md), so float64 must be bit-identical. float32 spikes must be identical too
 # (a spike that flips is a relative error of 1); float32 membrane: relative error <= 1e-6.
 FORWARD_TOL = {torch.float64: Tol(0.0), torch.float32: Tol(1e-6, 1e-6)}
 # Gradients vs the reference (same dtype). The kernel's backward is hand-written BPTT and does

@@ -1,4 +1,4 @@
-"""The CPU op vs snnTorch 1.0.0 itself (the arbiter of the semantics, SPEC section 1): Leaky
+"""The CPU op vs snnTorch 1.0.0 itself (the arbiter of the semantics, docs/semantics.md): Leaky
 looped over time, `for xt in x.unbind(0): spk, mem = leaky(xt, mem)`, in float32, with every
 parameter learnable; and each surrogate's derivative vs snnTorch's autograd Function.
 

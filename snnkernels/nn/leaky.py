@@ -43,6 +43,30 @@ class Leaky(nn.Module):
     stored state (snnTorch's behaviour); a sequence with mem=None starts from zeros.
     As in snnTorch, the state (passed or stored) restarts from zeros when its shape differs
     from the input's neuron shape; e.g. init_leaky() returns an empty tensor for that purpose.
+
+    Args:
+        beta: decay; a number, a sequence or a tensor broadcastable to the neuron shape.
+        threshold: as beta.
+        spike_grad: None (atan(alpha=2.0)), snnkernels.surrogate.* or one of snntorch.surrogate's
+            factories of the same names.
+        surrogate_disable: spikes pass no gradient (as snnTorch's).
+        init_hidden: keep the state in self.mem instead of taking and returning it.
+        inhibition: not supported (NotImplementedError).
+        learn_beta: beta becomes a Parameter.
+        learn_threshold: threshold becomes a Parameter.
+        reset_mechanism: "subtract" | "zero" | "none".
+        state_quant: not supported (NotImplementedError).
+        output: with init_hidden, also return the membrane.
+        graded_spikes_factor: the spike's value; as beta.
+        learn_graded_spikes_factor: graded_spikes_factor becomes a Parameter.
+        reset_delay: True resets at the next step, False in the same step (a bool).
+        step_mode: "single" or "multi" (keyword only).
+
+    Raises:
+        NotImplementedError: inhibition or state_quant.
+        ValueError: an unknown reset_mechanism or step_mode.
+        TypeError: reset_delay not a bool, a parameter that is not a number or tensor, an
+            unsupported spike_grad. Calls raise snnkernels.lif's errors.
     """
 
     def __init__(

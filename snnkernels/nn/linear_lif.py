@@ -21,7 +21,30 @@ class LinearLIF(nn.Module):
 
     Weight and bias are initialized as nn.Linear's. beta / threshold: floats, or per-neuron
     [out_features] Parameters when learn_beta / learn_threshold. surrogate, reset_mechanism,
-    reset_delay, sparse: as snnkernels.linear_lif (sparse=None is exact dense BPTT)."""
+    reset_delay, sparse: as snnkernels.linear_lif (sparse=None is exact dense BPTT); the
+    forward's input must have the parameters' dtype and device (errors as linear_lif's).
+
+    Args:
+        in_features: F, an int >= 1.
+        out_features: N, an int >= 1.
+        beta: the decay, a float (or a one-element floating-point tensor).
+        threshold: the threshold, as beta.
+        bias: whether the layer has a bias, a bool.
+        surrogate: as snnkernels.lif's.
+        reset_mechanism: as snnkernels.lif's.
+        reset_delay: as snnkernels.lif's.
+        sparse: None or snnkernels.sparse.TopK / ActiveWindow.
+        learn_beta: make beta a learnable [out_features] Parameter.
+        learn_threshold: make threshold a learnable [out_features] Parameter.
+        device: where the parameters are created (as nn.Linear's).
+        dtype: a floating-point dtype for the parameters (as nn.Linear's).
+
+    Raises:
+        ValueError: a width that is not a positive int, an unknown reset_mechanism, a TopK k
+            larger than out_features.
+        TypeError: bias not a bool, beta or threshold not a number, dtype not floating-point,
+            surrogate or sparse of an unknown kind.
+    """
 
     def __init__(self, in_features: int, out_features: int, beta: float = 0.9,
                  threshold: float = 1.0, *, bias: bool = True, surrogate=None,
