@@ -54,8 +54,8 @@ def lif(
             for bit with the default surrogate; see docs/sparse.md).
 
     Returns:
-        (spk, mem), both shaped like x and of x's dtype and device: spikes and the membrane at
-            every step.
+        The tuple (spk, mem) of the spikes and the membrane at every step, both shaped like x
+            and of x's dtype and device.
 
     Raises:
         TypeError: x not a floating-point tensor, a dtype the device's kernel does not take,
@@ -115,7 +115,7 @@ def lif_constant(
         graded_spikes_factor: as beta.
 
     Returns:
-        spk `[steps, *batch]`; x's gradient is summed over the steps.
+        The spikes `[steps, *batch]`; x's gradient is summed over the steps.
 
     Raises:
         TypeError: x not a tensor; otherwise as snnkernels.lif.

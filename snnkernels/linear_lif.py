@@ -40,7 +40,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
             (t, b)).
 
     Returns:
-        (spk, mem), both [T, B, N].
+        The tuple (spk, mem) of the spikes and the membrane, both [T, B, N].
 
     Raises:
         TypeError: x, weight or bias not tensors, or of different dtypes; otherwise as
