@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from snnkernels import _readout
-
 from helpers import generator
 
 _lib = torch.ops.snnkernels
