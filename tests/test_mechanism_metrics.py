@@ -312,6 +312,8 @@ def test_input_gradient_is_each_rows_loss_gradient():
     assert got["l1"] == pytest.approx(float(rows.abs().sum(1).mean()), rel=1e-12)
     assert got["l2"] == pytest.approx(float(rows.norm(dim=1).mean()), rel=1e-12)
     assert got["density"] == float(torch.count_nonzero(rows)) / rows.numel()
+    with pytest.raises(ValueError, match="batch_size"):
+        study_mechanism.input_gradient(model, X, y_te, batch_size=0)
 
 
 @pytest.mark.parametrize("arm", ["aw_0.2", "mlp"])
@@ -351,3 +353,5 @@ def test_clean_metrics():
     assert missing["roc_auc"] is None
     with pytest.raises(ValueError, match="metric"):
         T.metric_value(logits, y, "f1")
+    with pytest.raises(ValueError, match="logits"):
+        T.clean_metrics(logits[:, 0], y)

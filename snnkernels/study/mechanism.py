@@ -30,10 +30,8 @@ def collect(model: nn.Module, X_train, y_train, X_test, y_test, *, batch_size: i
     "input_grad": {"l1", "l2", "density"}} for a trained model (layers [] for a non-spiking
     one). Gradient densities from `train_batches` batches of `batch_size` training rows drawn
     with `seed`. The model is left in eval mode with no .grad set."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"collect: batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(train_batches, bool) or not isinstance(train_batches, int) or train_batches < 1:
-        raise ValueError(f"collect: train_batches must be a positive int, got {train_batches!r}")
+    _check_count("collect", "batch_size", batch_size)
+    _check_count("collect", "train_batches", train_batches)
     layers = []
     if isinstance(model, TabularSNN):
         gradients = _training_gradients(model, X_train, y_train, batch_size, seed, train_batches)
@@ -57,6 +55,11 @@ def hidden_gradient_density(mechanism: dict):
     hidden = [layer["grad_current_density"] for layer in mechanism["layers"]
               if layer["name"] != "output"]
     return sum(hidden) / len(hidden) if hidden else None
+
+
+def _check_count(fn: str, name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
 
 
 def _training_gradients(model, X, y, batch_size, seed, batches) -> dict:
@@ -84,6 +87,7 @@ def _test_activity(model, X, batch_size) -> dict:
 def input_gradient(model: nn.Module, X, y, batch_size: int) -> dict:
     """{"l1", "l2", "density"} of d loss_i / d x_i over the rows of X (see the module
     docstring); each row's gradient is of its own cross-entropy loss."""
+    _check_count("input_gradient", "batch_size", batch_size)
     view = model.dense_copy() if isinstance(model, TabularSNN) else model
     view.eval()
     l1 = l2 = nonzero = 0.0

@@ -15,6 +15,8 @@ import torch
 from sklearn import metrics as skm
 from torch import nn
 
+from .data import METRICS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,9 +41,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-METRICS = ("accuracy", "balanced_accuracy")
-
-
 def metric_value(logits: torch.Tensor, y: torch.Tensor, metric: str) -> float:
     """The accuracy or balanced accuracy (the mean recall over the classes present in y) of the
     logits' argmax."""
@@ -59,6 +58,9 @@ def clean_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
     """{"accuracy", "balanced_accuracy", "roc_auc"} of the logits [N, C] for labels y: ROC AUC
     of the softmax probabilities (of class 1 for two classes, one-vs-rest macro average for
     more); None where undefined (a class missing from y)."""
+    if logits.dim() != 2 or y.shape != logits.shape[:1]:
+        raise ValueError(f"clean_metrics: logits must be [N, C] and y [N], got "
+                         f"{tuple(logits.shape)} and {tuple(y.shape)}")
     y_true = y.cpu().numpy()
     prob = torch.softmax(logits.detach().double(), dim=1).cpu().numpy()
     classes = logits.shape[1]
