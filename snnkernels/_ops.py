@@ -3,9 +3,13 @@ torch.compile(fullgraph=True) see through them. The kernels themselves are in cs
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _extension  # noqa: F401  (loads the library that defines the ops)
+from . import mechanism as _mechanism
+from .sparse import MASK_IDS as _MASK_IDS
 
 _lib = torch.ops.snnkernels
 
@@ -71,7 +75,23 @@ def _backward(ctx, grad_spk, grad_mem, _grad_pre):
         _compact_grad(grad_spk), _compact_grad(grad_mem), mem, pre, mem0, beta, threshold,
         graded, surrogate, p0, p1, reset, reset_delay, param_grads,
     )
+    _count_current_gradient(ctx, gx)
     return _needed(needs, gx, gmem0, gbeta, gthr, ggraded)
+
+
+def _gradient_counter(ctx):
+    """Where to count δI for snnkernels.mechanism: a function of (δI, entries=None) when this
+    op's forward was recorded and the recording is still open, else None."""
+    key = getattr(ctx, "mechanism_layer", None)
+    if key is None or _mechanism.current is None:
+        return None
+    return functools.partial(_mechanism.current.current_gradient, key)
+
+
+def _count_current_gradient(ctx, grad):
+    count = _gradient_counter(ctx)
+    if count is not None:
+        count(grad)
 
 
 torch.library.register_autograd("snnkernels::lif_forward", _backward, setup_context=_setup_context)
@@ -108,7 +128,23 @@ def _constant_backward(ctx, grad_spk):
     gx, gmem0, gbeta, gthr, ggraded = _lib.lif_constant_backward(
         _compact_grad(grad_spk), x, ctx.steps, mem0, beta, threshold, graded, *ctx.args,
         param_grads)
+    if _gradient_counter(ctx) is not None:
+        _count_constant_current_gradient(ctx, grad_spk, x, mem0, beta, threshold, graded)
     return _needed(needs, gx, None, gmem0, gbeta, gthr, ggraded)
+
+
+def _count_constant_current_gradient(ctx, grad_spk, x, mem0, beta, threshold, graded):
+    """lif_constant's backward sums δI over the steps inside the kernel; the per-step δI that
+    snnkernels.lif would report for the expanded current is recomputed (only while recording)
+    by the dense LIF ops on the current broadcast over the steps."""
+    current = x.expand(ctx.steps, x.shape[0])
+    if current.device.type != "cpu":
+        current = current.contiguous()
+    with torch._C._AutoDispatchBelowAutograd():
+        _, mem, pre = _lib.lif_forward(current, mem0, beta, threshold, graded, *ctx.args)
+        per_step = _lib.lif_backward(_compact_grad(grad_spk), None, mem, pre, mem0, beta,
+                                     threshold, graded, *ctx.args, False)[0]
+    _count_current_gradient(ctx, per_step)
 
 
 torch.library.register_autograd("snnkernels::lif_constant_forward", _constant_backward,
@@ -215,6 +251,7 @@ def _masked_backward(ctx, grad_spk, grad_mem, _grad_pre):
         _compact_grad(grad_spk), _compact_grad(grad_mem), mem, pre, mem0, beta, threshold,
         graded, *ctx.args, param_grads, *ctx.mask, False,
     )
+    _count_current_gradient(ctx, gx)
     return _needed(needs, gx, gmem0, gbeta, gthr, ggraded)
 
 
@@ -233,16 +270,18 @@ def _setup_linear_context(ctx, inputs, output):
 
 def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre, _grad_event):
     grads = linear_lif_grads(*ctx.saved_tensors, ctx.args, ctx.mask, ctx.needs_input_grad,
-                             _compact_grad(grad_spk), _compact_grad(grad_mem))
+                             _compact_grad(grad_spk), _compact_grad(grad_mem),
+                             count=_gradient_counter(ctx))
     return _needed(ctx.needs_input_grad, *grads)
 
 
 def linear_lif_grads(x, weight, mem, pre, beta, threshold, graded, event, args, mask_args, needs,
-                     grad_spk, grad_mem, readout=None):
+                     grad_spk, grad_mem, readout=None, count=None):
     """The gradients of linear_lif_forward's x, weight, bias, beta, threshold and graded (None
     where needs, its needs_input_grad, says so for x), from the kernels' gradients of the spikes
     and membrane [T, B * N] (or None), or with readout=(g, w), from those of a narrow readout on
-    the spikes (lif_backward_readout; grad_spk is then not used)."""
+    the spikes (lif_backward_readout; grad_spk is then not used). count(δI, entries): called
+    with the current gradient (dense, or its compact entries and how many δI has)."""
     param_grads = needs[3] or needs[4] or needs[5]
     steps, batch, features = x.shape
     n = weight.shape[0]
@@ -255,6 +294,8 @@ def linear_lif_grads(x, weight, mem, pre, beta, threshold, graded, event, args, 
         else:
             gi, gbeta, gthr, ggraded, *_ = _lib.lif_backward_readout(
                 *readout, grad_mem, mem, pre, beta, threshold, graded, *args, param_grads)
+        if count is not None:
+            count(gi)
         gx, gw, gb = _lib.linear_dense_backward(gi.view(steps * batch, n), x2, weight,
                                                 needs[0], needs[1], needs[2], event)
     else:  # masked: the compact current gradient, then the sparse synaptic backward
@@ -266,6 +307,8 @@ def linear_lif_grads(x, weight, mem, pre, beta, threshold, graded, event, args, 
             _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_readout(
                 *readout, grad_mem, mem, pre, beta, threshold, graded, *args, param_grads, mask,
                 n, k, width, temporal)
+        if count is not None:
+            count(values, steps * batch * n)
         gx, gw, gb = _lib.linear_sparse_backward(values, indices, row_ptr, x2, weight,
                                                  needs[0], needs[1], needs[2])
     gx = gx.view(steps, batch, features) if needs[0] else None
@@ -286,32 +329,77 @@ torch.library.register_autograd("snnkernels::linear_lif_forward", _linear_backwa
 # --------------------------------------------------------------------------------------------
 
 
-def _eager(op, setup_context, backward):
+def _eager(op, setup_context, backward, observe):
+    """The eager call of op; observe(recording, key, args, output) counts its forward for
+    snnkernels.mechanism while a recording is open."""
+
     def forward(ctx, *args):
         # Grad mode is off in here, but the op would still enter torch.library's autograd
         # kernel (Python: ~40 us a call); below the Autograd keys it goes to the kernel itself.
         with torch._C._AutoDispatchBelowAutograd():
             output = op(*args)
         setup_context(ctx, args, output)
+        if _mechanism.current is not None:
+            ctx.mechanism_layer = _observe(_mechanism.current, args, output)
         return output
 
+    def _observe(recording, args, output):
+        key = recording.layer_key(name)
+        observe(recording, key, args, output)
+        return key
+
+    name = op._name.split("::")[-1]
     # forward(ctx, ...) rather than a separate setup_context: Function.apply then skips binding
     # the arguments with inspect.signature (another ~50 us per call)
     function = type(f"{op._name}_autograd", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward)})
 
     def call(*args):
-        if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        if torch.compiler.is_compiling():
             return op(*args)
+        if not torch.is_grad_enabled():
+            output = op(*args)
+            if _mechanism.current is not None:
+                _observe(_mechanism.current, args, output)
+            return output
         return function.apply(*args)
 
     return call
 
 
-lif_forward = _eager(_lib.lif_forward.default, _setup_context, _backward)
+def _observe_dense(recording, key, args, output):
+    recording.spikes(key, output[0])
+
+
+def _observe_masked(recording, key, mask, width, threshold, reset_delay, output):
+    """Spikes, and with an ActiveWindow mask the membranes h_t it tests: the returned membrane
+    with reset_delay, else the saved pre-reset one."""
+    spk, mem, pre = output[:3]
+    recording.spikes(key, spk)
+    if mask == _MASK_IDS["active_window"]:
+        recording.active_window(key, mem if reset_delay else pre, threshold, width)
+
+
+def _observe_lif_masked(recording, key, args, output):
+    # args: x, mem0, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay, then the
+    # mask's (mask, row, k, width, temporal)
+    _observe_masked(recording, key, args[10], args[13], args[3], args[9], output)
+
+
+def _observe_linear_lif(recording, key, args, output):
+    # args: x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset, reset_delay,
+    # then the mask's (mask, k, width, temporal); mask 0 is dense
+    _observe_masked(recording, key, args[11], args[13], args[4], args[10], output)
+
+
+def _observe_constant(recording, key, args, output):
+    recording.spikes(key, output)
+
+
+lif_forward = _eager(_lib.lif_forward.default, _setup_context, _backward, _observe_dense)
 lif_forward_masked = _eager(_lib.lif_forward_masked.default, _setup_masked_context,
-                            _masked_backward)
+                            _masked_backward, _observe_lif_masked)
 linear_lif_forward = _eager(_lib.linear_lif_forward.default, _setup_linear_context,
-                            _linear_backward)
+                            _linear_backward, _observe_linear_lif)
 lif_constant_forward = _eager(_lib.lif_constant_forward.default, _setup_constant_context,
-                              _constant_backward)
+                              _constant_backward, _observe_constant)

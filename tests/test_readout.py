@@ -1,103 +1,14 @@
-"""TabularSNN's last hidden layer and narrow readout as one autograd node on the CPU
-(snnkernels/_readout.py, the op lif_backward_readout): the same bits as the two separate
-linear_lif calls in every output and gradient (dense and sparse hidden layers), when it runs and
-when it does not, and the op against lif_backward / lif_backward_masked on the readout's
-materialized input gradient."""
+"""The ops of snnkernels/_readout.py (lif_backward_readout, linear_lif_readout_forward) against
+lif_backward / lif_backward_masked on the readout's materialized input gradient. TabularSNN no
+longer calls them."""
 
 from __future__ import annotations
 
-from unittest import mock
-
 import pytest
 import torch
-
-from snnkernels import _readout
-from snnkernels import sparse as sp
-from snnkernels.models import TabularSNN
-
 from helpers import generator
 
 _lib = torch.ops.snnkernels
-
-
-def train_once(model, x, hidden_spikes_loss):
-    """Logits, every layer's spikes, and every parameter's gradient after one backward."""
-    logits, spikes = model(x, record=True)
-    weights = torch.linspace(-1, 2, logits.shape[-1], dtype=x.dtype)
-    loss = (logits * weights).sum() + 0.1 * (logits * weights).square().sum()
-    if hidden_spikes_loss:  # the last hidden layer's spikes also feed the loss directly
-        loss = loss + (spikes[-2] * torch.linspace(0, 1, spikes[-2].shape[-1],
-                                                   dtype=x.dtype)).sum()
-    loss.backward()
-    return logits.detach(), [s.detach() for s in spikes], [p.grad for p in model.parameters()]
-
-
-def twins(dtype, **kwargs):
-    torch.manual_seed(0)  # threshold 0.3: every layer spikes at 18-47% here
-    a = TabularSNN(12, T=6, threshold=0.3, **kwargs).to(dtype)
-    b = TabularSNN(12, T=6, threshold=0.3, **kwargs).to(dtype)
-    b.load_state_dict(a.state_dict())
-    return a, b
-
-
-CONFIGS = [
-    pytest.param(dict(hidden=(130, 140)), id="2x-spike-count"),
-    pytest.param(dict(hidden=(20, 30, 150), num_classes=4, readout="membrane"),
-                 id="3x-membrane-4-classes"),
-    pytest.param(dict(hidden=(40, 50), learn_beta=True, learn_threshold=True,
-                      reset_mechanism="zero", reset_delay=False), id="learnable-zero-reset"),
-    pytest.param(dict(hidden=(40, 50), encoder="rate", num_classes=3), id="rate-3-classes"),
-    pytest.param(dict(hidden=(40, 150), sparse=sp.TopK(fraction=0.05)), id="topk"),
-    pytest.param(dict(hidden=(40, 50), sparse=sp.TopK(k=4, temporal=True), learn_beta=True),
-                 id="topk-temporal-learnable"),
-    pytest.param(dict(hidden=(40, 50), sparse=sp.ActiveWindow(0.3), num_classes=3),
-                 id="active-window"),
-]
-
-
-@pytest.mark.parametrize("hidden_spikes_loss", [False, True], ids=["readout-only", "two-uses"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("config", CONFIGS)
-def test_same_bits_as_separate_layers(config, dtype, hidden_spikes_loss):
-    fused_model, separate_model = twins(dtype, **config)
-    x = (torch.randn(40, 12, generator=generator(1), dtype=torch.float64) * 2 + 0.5).to(dtype)
-    if config.get("encoder") == "rate":
-        x = x.clamp(0, 1)
-    with mock.patch.object(_readout, "hidden_and_readout",
-                           wraps=_readout.hidden_and_readout) as fused:
-        got = train_once(fused_model, x, hidden_spikes_loss)
-    assert fused.call_count == 1, "the fused layers did not run"
-    with mock.patch.object(_readout, "fusable", return_value=False):
-        want = train_once(separate_model, x, hidden_spikes_loss)
-    logits, spikes, grads = got
-    assert all(0.1 < s.mean() < 0.9 for s in spikes), "layers too quiet or too busy: weak test"
-    assert torch.equal(logits, want[0]), "logits"
-    for i, (a, b) in enumerate(zip(spikes, want[1], strict=True)):
-        assert torch.equal(a, b), f"spikes of layer {i}"
-    for i, (a, b) in enumerate(zip(grads, want[2], strict=True)):
-        assert b.abs().sum() > 0, f"gradient {i} is zero: a weak test"
-        assert torch.equal(a, b), f"gradient of parameter {i}"
-
-
-def test_runs_only_where_it_applies():
-    model = TabularSNN(12, hidden=(30, 40), T=4)
-    x = torch.randn(8, 12)
-    spikes = torch.zeros(4, 8, 30)
-    hidden, readout = model.layers[1], model.output
-    assert _readout.fusable(spikes, hidden, readout)
-    with torch.no_grad():
-        assert not _readout.fusable(spikes, hidden, readout)
-    assert not _readout.fusable(spikes.half(), hidden, readout)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not _readout.fusable(spikes, hidden, readout)
-    sparse = TabularSNN(12, hidden=(30, 40), T=4, sparse=sp.TopK(k=3))
-    assert _readout.fusable(spikes, sparse.layers[1], sparse.output)  # the readout stays dense
-    wide = TabularSNN(12, hidden=(30, 40), T=4, num_classes=_readout.NARROW_MAX_WIDTH + 1)
-    assert not _readout.fusable(spikes, wide.layers[1], wide.output)
-    # no_grad: the separate calls, with the same logits
-    with torch.no_grad():
-        plain = model(x)
-    assert torch.equal(model(x).detach(), plain)
 
 
 def readout_case(dtype, t=5, b=7, h=40, c=3, seed=0):

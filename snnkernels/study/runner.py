@@ -18,6 +18,7 @@ from .arms import ARMS, DENSE_TWIN, Arm
 from .attacks import evaluate_robustness
 from .config import StudyConfig
 from .data import Split, Table, make_split
+from . import mechanism as M
 from . import train as T
 
 MLP = "mlp"
@@ -116,10 +117,11 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
     result = T.train(model, X_tr, y_tr, X_va, y_va, config.train, metric=table.metric,
                      seed=cell.seed, progress=lambda s: progress(f"train {s}"))
     progress("measure")
-    clean = T.metric_value(T.predict(model, X_te), y_te, table.metric)
+    logits = T.predict(model, X_te)
+    clean = T.metric_value(logits, y_te, table.metric)
     train_rate, backward_share = T.training_throughput(model, X_tr, y_tr, config.train.batch_size)
-    width = arm.sparse.width if arm.family == "active_window" else None
-    rates, active = T.spike_statistics(model, X_te, width)
+    mechanism = M.collect(model, X_tr, y_tr, X_te, y_te, batch_size=config.train.batch_size,
+                          seed=cell.seed)
     cuda = config.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -137,9 +139,11 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         progress=lambda s: progress(f"attack {s}"), metric=table.metric)
     record = {
         "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
-        "density": active if arm.family == "active_window" else arm.density,
-        "twin": arm.twin, "metric": table.metric, "clean": clean, "epochs": result.epochs,
-        "throughput": throughput, "spike_rates": rates, "attacks": attack_rows,
+        "density": M.hidden_gradient_density(mechanism),  # measured δI density; None: MLP
+        "twin": arm.twin, "metric": table.metric, "clean": clean,
+        "clean_metrics": T.clean_metrics(logits, y_te), "epochs": result.epochs,
+        "throughput": throughput, "spike_rates": M.spike_rates(mechanism),
+        "mechanism": mechanism, "attacks": attack_rows,
         "robust": robust_rows, "seconds": time.perf_counter() - start,
     }
     return record, model
