@@ -8,6 +8,7 @@ list. This module imports snnTorch; snnkernels imports it only from convert().
 
 from __future__ import annotations
 
+import inspect
 import weakref
 
 import snntorch
@@ -77,7 +78,7 @@ class _ClassOrLayerMethod:
 
     def __get__(self, layer, owner=None):
         if layer is None:
-            return self.on_class.__get__(owner, owner)
+            return self.on_class.__get__(None, owner)
         return self.on_layer.__get__(layer, owner)
 
 
@@ -98,6 +99,7 @@ class ConvertedLeaky(Leaky, snntorch.Leaky):
         super().__setstate__(state)
         _register(self)  # unpickling and deepcopy do not run __init__
 
-    reset_hidden = _ClassOrLayerMethod(snntorch.Leaky.__dict__["reset_hidden"], Leaky.reset_mem)
-    detach_hidden = _ClassOrLayerMethod(snntorch.Leaky.__dict__["detach_hidden"],
+    reset_hidden = _ClassOrLayerMethod(inspect.getattr_static(snntorch.Leaky, "reset_hidden"),
+                                       Leaky.reset_mem)
+    detach_hidden = _ClassOrLayerMethod(inspect.getattr_static(snntorch.Leaky, "detach_hidden"),
                                         Leaky.detach_hidden)
