@@ -38,9 +38,8 @@ def convert(model: nn.Module) -> nn.Module:
     found = _Found()
     new = _convert_tree(model, "<model>", found)
     if found.kept:
-        warnings.warn("snnkernels.convert: kept these snnTorch neurons unconverted (they run in "
-                      "snnTorch; snntorch.utils.reset still resets them): "
-                      + "; ".join(found.kept), stacklevel=2)
+        warnings.warn("snnkernels.convert: kept these snnTorch neurons unconverted (they still "
+                      "run in snnTorch): " + "; ".join(found.kept), stacklevel=2)
     if not (found.converted or found.kept or found.already):
         warnings.warn("snnkernels.convert: the model has no snntorch.Leaky layer; nothing "
                       "was converted", stacklevel=2)

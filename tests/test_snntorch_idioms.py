@@ -32,7 +32,6 @@ from snntorch import surrogate, utils
 from torch import nn
 
 import snnkernels
-from snnkernels import nn as knn
 from snnkernels.nn.converted import ConvertedLeaky
 
 from helpers import SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, Tol, assert_close
@@ -238,17 +237,18 @@ def test_snntorch_truncated_bptt_loop_trains_like_snntorch():
         warnings.simplefilter("ignore", DeprecationWarning)  # snnTorch's, on importing backprop
         from snntorch import backprop
     theirs, ours = twins(quickstart_mlp)
+    initial = ours[1].weight.detach().clone()
     batches = static_batches(2, seed=9)
     losses = []
     for net in (theirs, ours):
         optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
-        losses.append(backprop.TBPTT(net, batches, optimizer,
-                                         SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2),
-                                         num_steps=NUM_STEPS, time_var=False, K=3))
+        loss_fn = SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
+        losses.append(backprop.TBPTT(net, batches, optimizer, loss_fn, num_steps=NUM_STEPS,
+                                     time_var=False, K=3))
     assert_close(losses[1].detach(), losses[0].detach(), SNNTORCH_FORWARD_TOL, "TBPTT loss")
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         assert_close(p.detach(), q.detach(), Tol(1e-5, 1.0), f"trained {name}")
-    assert not torch.equal(ours[1].weight, twins(quickstart_mlp)[0][1].weight), "did not train"
+    assert not torch.equal(ours[1].weight, initial), "did not train"
 
 
 # ---- snnTorch's class-level state ------------------------------------------------------------
@@ -368,11 +368,9 @@ def test_convert_names_every_neuron_it_does_not_convert(make, name):
         warnings.simplefilter("ignore")  # snnTorch's own construction warnings
         other = make()
     model = nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.5), nn.Sequential(other))
-    children = {n: m for n, m in other.named_modules()}
     with pytest.warns(UserWarning, match=rf"kept .*2\.0: {name} \(only snntorch.Leaky"):
         snnkernels.convert(model)
     assert type(model[1]) is ConvertedLeaky and model[2][0] is other
-    assert {n: m for n, m in other.named_modules()} == children  # not looked into
 
 
 def test_converting_twice_changes_nothing_and_does_not_warn():
@@ -403,7 +401,7 @@ def test_instance_list_does_not_keep_converted_or_replaced_layers_alive():
     assert converted() is None, "snnTorch's instance list keeps the converted layer alive"
     snn.Leaky.reset_hidden()  # the dead layer's entry is skipped, not an error
     snn.Leaky.detach_hidden()
-    _, ours = twins(quickstart_mlp)  # a new registration drops the dead entries
+    _, ours = twins(quickstart_mlp)  # listing these drops the dead entries; ours stays alive
     live = [e for e in snn.SpikingNeuron.instances if isinstance(e, ConvertedLeaky)]
     assert len(live) == len([e for e in snn.SpikingNeuron.instances
                              if type(e).__name__ == "_LayerHandle"])
