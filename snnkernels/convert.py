@@ -1,6 +1,7 @@
-"""snnkernels.convert(model): swaps every snntorch.Leaky in a model for snnkernels.nn.Leaky,
-keeping its parameters (the same Parameter objects, so an optimizer built before conversion
-keeps working), buffers, hidden state and settings. A converted model loads snnTorch
+"""snnkernels.convert(model): swaps every snntorch.Leaky in a model for a snnkernels.nn.Leaky
+that snnTorch still recognises as its Leaky (snnkernels.nn.converted.ConvertedLeaky), keeping
+its parameters (the same Parameter objects, so an optimizer built before conversion keeps
+working), buffers, hidden state and settings. A converted model loads snnTorch
 checkpoints: the state_dict keys are the same."""
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ _STATE_FUNCTIONS = {"_base_sub": "subtract", "_base_zero": "zero", "_base_int": 
 
 def convert(model: nn.Module) -> nn.Module:
     """Replaces, in place, every snntorch.Leaky (exact type) in `model` by an equivalent
-    snnkernels.nn.Leaky; returns `model` (or the replacement when `model` itself is a Leaky).
-    Layers the kernels cannot run exactly (inhibition, state_quant, an unsupported spike_grad,
-    subclasses of Leaky) are kept as they are, with a warning naming them. A model without any
-    snntorch.Leaky is returned unchanged, with a warning.
+    snnkernels.nn.converted.ConvertedLeaky (a snnkernels.nn.Leaky that snnTorch's
+    utils.reset / reset_hidden / detach_hidden also reach); returns `model` (or the replacement
+    when `model` itself is a Leaky). Layers the kernels cannot run exactly (inhibition,
+    state_quant, an unsupported spike_grad, subclasses of Leaky) and snnTorch's other neurons
+    are kept as they are, with a warning naming them. Layers already converted are left alone.
+    A model without any snntorch.Leaky is returned unchanged, with a warning.
 
     Raises:
         TypeError: model is not a torch.nn.Module.
@@ -33,46 +36,66 @@ def convert(model: nn.Module) -> nn.Module:
         raise TypeError(f"snnkernels.convert: model must be a torch.nn.Module, got "
                         f"{type(model).__name__}")
     try:
-        import snntorch
+        import snntorch  # noqa: F401  (the conversion's helpers import it again)
     except ImportError as e:
         raise ImportError("snnkernels.convert needs snntorch installed (it converts its "
                           "Leaky layers)") from e
-    kept: list[str] = []
-    if type(model) is snntorch.Leaky:
-        new = _convert_or_keep(model, "<model>", kept)
-        _warn_kept(kept)
-        return new
-    count = _convert_children(model, "", snntorch.Leaky, kept)
-    _warn_kept(kept)
-    if count == 0 and not kept:
+    found = _Found()
+    new = _convert_tree(model, "<model>", found)
+    if found.kept:
+        warnings.warn("snnkernels.convert: kept these snnTorch neurons unconverted (they still "
+                      "run in snnTorch): " + "; ".join(found.kept), stacklevel=2)
+    if not (found.converted or found.kept or found.already):
         warnings.warn("snnkernels.convert: the model has no snntorch.Leaky layer; nothing "
                       "was converted", stacklevel=2)
-    return model
+    return new
 
 
-def _convert_children(parent: nn.Module, prefix: str, leaky_type, kept: list) -> int:
-    count = 0
-    for name, child in list(parent.named_children()):
-        path = prefix + name
-        if type(child) is leaky_type:
-            new = _convert_or_keep(child, path, kept)
+class _Found:
+    """What a conversion met: layers converted, layers converted before, layers kept (why)."""
+
+    def __init__(self):
+        self.converted = 0
+        self.already = 0
+        self.kept: list[str] = []
+
+
+def _convert_tree(module: nn.Module, path: str, found: _Found) -> nn.Module:
+    """`module`'s replacement when it is a convertible snntorch.Leaky; else `module`, whose
+    children (unless it is a neuron) are converted in place."""
+    import snntorch
+
+    if isinstance(module, _leaky.Leaky):
+        found.already += 1
+    elif type(module) is snntorch.Leaky:
+        reason = _unsupported(module)
+        if reason is None:
+            found.converted += 1
+            from .nn.converted import unregister
+            unregister(module)  # snnTorch's instance list would keep it alive forever
+            return from_snntorch(module)
+        found.kept.append(f"{path}: {reason}")
+    elif isinstance(module, snntorch.Leaky):
+        found.kept.append(f"{path}: {type(module).__name__} is a subclass of snntorch.Leaky "
+                          "with its own forward")
+    elif _is_neuron(module):
+        found.kept.append(f"{path}: {type(module).__name__} (only snntorch.Leaky is "
+                          "converted)")
+    else:
+        prefix = "" if path == "<model>" else path + "."
+        for name, child in list(module.named_children()):
+            new = _convert_tree(child, prefix + name, found)
             if new is not child:
-                setattr(parent, name, new)
-                count += 1
-        elif isinstance(child, leaky_type):
-            kept.append(f"{path}: {type(child).__name__} is a subclass of snntorch.Leaky with "
-                        "its own forward")
-        else:
-            count += _convert_children(child, path + ".", leaky_type, kept)
-    return count
+                setattr(module, name, new)
+    return module
 
 
-def _convert_or_keep(layer, path: str, kept: list) -> nn.Module:
-    reason = _unsupported(layer)
-    if reason is not None:
-        kept.append(f"{path}: {reason}")
-        return layer
-    return from_snntorch(layer)
+def _is_neuron(module: nn.Module) -> bool:
+    """snnTorch's neurons: SpikingNeuron's subclasses, and LeakyParallel, which is not one."""
+    import snntorch
+
+    return isinstance(module, snntorch.SpikingNeuron) or \
+        type(module).__module__.startswith("snntorch._neurons")
 
 
 def _unsupported(layer):
@@ -93,10 +116,12 @@ def _unsupported(layer):
 
 
 def from_snntorch(layer) -> _leaky.Leaky:
-    """The snnkernels.nn.Leaky equivalent of one snntorch.Leaky (assumed supported)."""
+    """The ConvertedLeaky equivalent of one snntorch.Leaky (assumed supported)."""
+    from .nn.converted import ConvertedLeaky
+
     learnable = {k: isinstance(getattr(layer, k), nn.Parameter)
                  for k in ("beta", "threshold", "graded_spikes_factor")}
-    new = _leaky.Leaky(
+    new = ConvertedLeaky(
         beta=layer.beta.detach(), threshold=layer.threshold.detach(),
         spike_grad=None if layer.surrogate_disable else layer.spike_grad,
         surrogate_disable=layer.surrogate_disable, init_hidden=layer.init_hidden,
@@ -108,9 +133,3 @@ def from_snntorch(layer) -> _leaky.Leaky:
     for name in ("threshold", "graded_spikes_factor", "reset_mechanism_val", "beta", "mem"):
         setattr(new, name, getattr(layer, name))  # the very same tensors / Parameters
     return new.train(layer.training)
-
-
-def _warn_kept(kept: list) -> None:
-    if kept:
-        warnings.warn("snnkernels.convert: kept these snntorch layers unconverted (the fused "
-                      "kernels cannot run them exactly): " + "; ".join(kept), stacklevel=3)

@@ -17,6 +17,7 @@ from torch import nn
 import snnkernels
 from snnkernels import nn as knn
 from snnkernels import utils
+from snnkernels.nn.converted import ConvertedLeaky
 
 from helpers import SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, assert_close
 
@@ -102,7 +103,7 @@ def test_converted_model_matches_snntorch(make):
     theirs = make()
     ours = snnkernels.convert(copy.deepcopy(theirs))
     leakies = [m for m in ours.modules() if isinstance(m, (knn.Leaky, snntorch.Leaky))]
-    assert leakies and all(type(m) is knn.Leaky for m in leakies)
+    assert leakies and all(type(m) is ConvertedLeaky for m in leakies)
     x = inputs()
     assert_same_results(run(ours, x), run(theirs, x))
     assert list(ours.state_dict()) == list(theirs.state_dict())
@@ -151,7 +152,7 @@ def test_snntorch_checkpoint_loads_into_converted_model():
 def test_converting_a_single_leaky():
     layer = snntorch.Leaky(beta=0.5, learn_beta=True)
     new = snnkernels.convert(layer)
-    assert type(new) is knn.Leaky and new.beta is layer.beta
+    assert type(new) is ConvertedLeaky and new.beta is layer.beta
 
 
 def test_model_without_leaky_warns_and_is_unchanged():
@@ -174,7 +175,7 @@ def test_unsupported_layers_are_kept_with_a_warning(layer, reason):
     model = nn.Sequential(nn.Linear(2, 3), bad, snntorch.Leaky(beta=0.5))
     with pytest.warns(UserWarning, match=rf"kept .*1: .*{reason}"):
         snnkernels.convert(model)
-    assert model[1] is bad and type(model[2]) is knn.Leaky
+    assert model[1] is bad and type(model[2]) is ConvertedLeaky
 
 
 def test_reset_mechanism_changed_after_construction_is_kept():

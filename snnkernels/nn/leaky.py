@@ -22,6 +22,7 @@ import warnings
 import torch
 from torch import nn
 
+from .. import surrogate as _surrogate
 from ..lif import lif
 from . import autocast as _autocast
 from . import spike_grad as _spike_grad
@@ -88,7 +89,9 @@ class Leaky(nn.Module):
         *,
         step_mode="single",
     ):
-        super().__init__()
+        # Not super(): in ConvertedLeaky the next class in the MRO is snntorch.Leaky, whose
+        # constructor must not run (it would build snnTorch's own state and buffers).
+        nn.Module.__init__(self)
         if inhibition:
             raise NotImplementedError(
                 "snnkernels.nn.Leaky: inhibition=True is not supported by the fused kernels; "
@@ -154,6 +157,14 @@ class Leaky(nn.Module):
         self.surrogate = _spike_grad.resolve(value, self.surrogate_disable)
         self._spike_grad = value
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        if not isinstance(state["_spike_grad"], (type(None), _surrogate.Surrogate)):
+            # snnTorch's surrogates are closures, which pickle cannot save (torch.save of a
+            # whole model): the kernel's equivalent is saved instead.
+            state["_spike_grad"] = self.surrogate
+        return state
+
     @property
     def reset_mechanism(self) -> str:
         return self._reset_mechanism
@@ -208,7 +219,7 @@ class Leaky(nn.Module):
                 "step_mode='multi' for sequences.", stacklevel=2)
         mem0 = self._initial_mem(input_.shape, input_, mem)
         spk, mem_out = self._run(input_.unsqueeze(0), mem0)
-        self.mem = mem_out[0]
+        self.mem = _own_tensor(mem_out[0])
         return self._outputs(spk[0], self.mem)
 
     def forward_sequence(self, x, mem=None):
@@ -231,7 +242,7 @@ class Leaky(nn.Module):
         mem0 = self._initial_mem(x.shape[1:], x, mem)
         spk, mem_out = self._run(x, mem0)
         if self.init_hidden:
-            self.mem = mem_out[-1] if x.shape[0] > 0 else mem0
+            self.mem = _own_tensor(mem_out[-1]) if x.shape[0] > 0 else mem0
         return self._outputs(spk, mem_out)
 
     def _looks_like(self, shape) -> bool:
@@ -278,6 +289,13 @@ class LIF(Leaky):
     def __init__(self, beta, *args, **kwargs):
         kwargs.setdefault("step_mode", "multi")
         super().__init__(beta, *args, **kwargs)
+
+
+def _own_tensor(view: torch.Tensor) -> torch.Tensor:
+    """A copy of a view of the kernel's output: the stored state must not be a view, because
+    snnTorch's idioms detach it in place (`snn.Leaky.detach_hidden()`, `mem.detach_()`), which
+    torch refuses on views."""
+    return view.clone()
 
 
 def _floating(value, x):
