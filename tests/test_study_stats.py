@@ -161,6 +161,10 @@ def test_paired_test_degenerate_cases():
         stats.paired_test([0.1, 0.2], [0.1], -0.03, 0.03)
     with pytest.raises(ValueError, match="bounds"):
         stats.paired_test([0.1, 0.2], [0.1, 0.3], 0.01, 0.03)
+    with pytest.raises(ValueError, match="confidence"):
+        stats.paired_test([0.1, 0.2], [0.1, 0.3], -0.03, 0.03, confidence=95)
+    with pytest.raises(TypeError, match="plan"):
+        stats.comparisons([], {"margin_accuracy": 0.03})
 
 
 def test_labels_match_the_planted_truth(rows):

@@ -26,6 +26,7 @@ from snnkernels.study.stats import (
     display_effect,
     ordered,
     pooled,
+    shared_endpoint_label,
     summarize,
 )
 
@@ -142,7 +143,7 @@ def _forest(labelled: list[dict], pooled_rows: list[dict], path: str) -> str:
         axes.set_yticks(range(len(entries)))
         axes.set_yticklabels([name for name, *_ in reversed(entries)], fontsize=7)
         axes.set_xlabel("sparse / dense twin (ratio)" if ratio else "sparse − dense twin")
-        axes.set_title(rows[0]["endpoint_label"], fontsize=10)
+        axes.set_title(shared_endpoint_label(rows), fontsize=10)
         axes.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=label)
                for label, c in LABEL_COLOURS.items() if label in LABELS]

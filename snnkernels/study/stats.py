@@ -244,6 +244,8 @@ def paired_test(sparse, twin, low: float, high: float, confidence: float = 0.95)
         raise ValueError(f"sparse and twin must be 1-D of equal length, got {a.shape}, {b.shape}")
     if not low < 0 < high:
         raise ValueError(f"equivalence bounds must satisfy low < 0 < high, got ({low}, {high})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     diffs = a - b
     n = int(diffs.size)
     if n == 0:
@@ -290,6 +292,14 @@ def _adjust(p_values: list[float], method: str) -> list[float]:
     return adjusted
 
 
+def _plan(plan) -> AnalysisPlan:
+    if plan is None:
+        return AnalysisPlan()
+    if not isinstance(plan, AnalysisPlan):
+        raise TypeError(f"plan must be an AnalysisPlan or None, got {type(plan).__name__}")
+    return plan
+
+
 def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
     """Every primary comparison of the run, labelled: one row per dataset × sparse arm × endpoint.
 
@@ -300,7 +310,7 @@ def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dic
     throughput), p_difference, p_equivalence (unadjusted), holm_difference, holm_equivalence,
     q_difference, q_equivalence (over the family: every test of every row), label, reason.
     """
-    plan = plan or AnalysisPlan()
+    plan = _plan(plan)
     rows, tests = [], []
     for dataset, arm, twin, sparse_cells, twin_by_seed in _twins(cells):
         values = {id(c): endpoint_values(c) for c in sparse_cells + list(twin_by_seed.values())}
@@ -350,6 +360,13 @@ def display_effect(row: dict) -> tuple[float, float, float]:
     return values
 
 
+def shared_endpoint_label(rows: list[dict]) -> str:
+    """The endpoint label of rows of one endpoint from several tables, which may score the clean
+    endpoint with different metrics ("clean metric" then)."""
+    metrics = ordered(r["metric"] for r in rows)
+    return endpoint_label(rows[0]["endpoint"], metrics[0] if len(metrics) == 1 else "metric")
+
+
 def pooled(rows: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
     """Random-effects summary across tables per sparse arm and endpoint (descriptive).
 
@@ -359,14 +376,14 @@ def pooled(rows: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
     0), normal CI. One usable table: its own estimate and t-interval. Rows: arm, endpoint,
     endpoint_label, tables (used), tables_left_out, effect, ci_low, ci_high (test units), tau2.
     """
-    plan = plan or AnalysisPlan()
+    plan = _plan(plan)
     out = []
     keys = list(dict.fromkeys((r["arm"], r["endpoint"]) for r in rows))
     for arm, endpoint in keys:
         group = [r for r in rows if (r["arm"], r["endpoint"]) == (arm, endpoint)]
         usable = [r for r in group if r["n"] >= 2 and float(np.var(r["differences"])) > 0]
         result = {"arm": arm, "endpoint": endpoint,
-                  "endpoint_label": endpoint_label(endpoint, group[0]["metric"]),
+                  "endpoint_label": shared_endpoint_label(group),
                   "tables": [r["dataset"] for r in usable],
                   "tables_left_out": [r["dataset"] for r in group if r not in usable],
                   "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "tau2": math.nan}
