@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -125,11 +124,6 @@ POOLED_MODEL = ("per sparse arm and endpoint, the per-table mean paired differen
                 "a random-effects model (Paule-Mandel between-table variance, inverse-variance "
                 "weights, normal 95% CI; statsmodels combine_effects); descriptive, not "
                 "labelled")
-
-
-class EndpointValue(NamedTuple):
-    endpoint: str
-    value: float
 
 
 def clean_metric(cell: dict) -> float:
