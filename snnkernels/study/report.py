@@ -235,6 +235,12 @@ def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
     return tables
 
 
+def _ratio(value: float) -> str:
+    """Two decimals in the usual range; two significant digits for the extreme bounds a CI over
+    very few noisy seeds can reach."""
+    return f"{value:.2f}" if 0.01 <= value < 1000 else f"{value:.2g}"
+
+
 def format_effect(row: dict) -> str:
     """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for the throughput ratio;
     the estimate alone with one pair, 'n/a' with none."""
@@ -242,8 +248,8 @@ def format_effect(row: dict) -> str:
     if _missing(effect):
         return "n/a"
     if row["endpoint"] == THROUGHPUT:
-        text = f"×{effect:.2f}"
-        return text if _missing(low) else f"{text} [{low:.2f}, {high:.2f}]"
+        text = f"×{_ratio(effect)}"
+        return text if _missing(low) else f"{text} [{_ratio(low)}, {_ratio(high)}]"
     text = f"{effect:+.3f}"
     return text if _missing(low) else f"{text} [{low:+.3f}, {high:+.3f}]"
 
