@@ -235,7 +235,7 @@ def test_missing_twin_gives_inconclusive_rows():
     cells = [c for c in scenario_cells() if c["arm"] != TWIN]
     rows = stats.comparisons(cells)
     assert rows and all(r["n"] == 0 and r["label"] == "inconclusive" for r in rows)
-    assert all("no seed paired" in r["reason"] for r in rows)
+    assert all("no seed with the endpoint measured in both arms" in r["reason"] for r in rows)
 
 
 # ---------------------------------------------------------------- verdict sentences

@@ -185,7 +185,7 @@ def _format_speedup(row: dict | None) -> str:
     if row is None:
         return "—"
     ratio = display_effect(row)[0]
-    return f"{'n/a' if _missing(ratio) else f'×{ratio:.2f}'} {row['label']}"
+    return f"{'n/a' if _missing(ratio) else f'×{_ratio(ratio)}'} {row['label']}"
 
 
 def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:

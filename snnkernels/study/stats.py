@@ -250,7 +250,7 @@ def paired_test(sparse, twin, low: float, high: float, confidence: float = 0.95)
     n = int(diffs.size)
     if n == 0:
         return PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan,
-                          "no seed paired with the twin")
+                          "no seed with the endpoint measured in both arms")
     effect = float(diffs.mean())
     if n < 2:
         return PairedTest(n, effect, math.nan, math.nan, math.nan, math.nan,
