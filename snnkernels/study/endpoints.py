@@ -7,7 +7,8 @@ Per cell (one dataset × arm × seed) the primary endpoints are:
 - ``clean_roc_auc``: the clean ROC AUC, on tables scored with balanced accuracy only;
 - ``auc_<norm>``: the normalized area under the robust-accuracy curve of one norm,
   trapezoid over [0, eps_max] through (0, clean) and each (eps, worst-case accuracy) of the
-  cell's "robust" list, divided by eps_max (1 = no accuracy lost at any eps, 0 = none left);
+  cell's "robust" list, divided by eps_max (the clean metric when no eps costs anything, 0 when
+  nothing is left);
 - ``throughput``: log of training samples/s; compared with the dense twin as the ratio.
 
 `AnalysisPlan` holds the equivalence margins and the error rate; `StudyConfig` carries one, so
