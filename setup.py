@@ -64,8 +64,8 @@ def extension():
 
 
 # `snnkernels study` (the study CLI): data, attacks, statistics, figures, progress.
-STUDY = ["scikit-learn", "adversarial-robustness-toolbox>=1.17", "scipy", "pandas", "pyarrow",
-         "matplotlib", "tqdm"]
+STUDY = ["scikit-learn", "adversarial-robustness-toolbox>=1.17", "scipy", "statsmodels", "pandas",
+         "pyarrow", "matplotlib", "tqdm"]
 
 setup(
     name="snnkernels",

@@ -174,6 +174,11 @@ def test_users_csv_with_missing_and_text_cells(tmp_path, tiny, capsys):
     (["--target", "x"], "--target only goes with"),
     (["--group", "x"], "--group only goes with"),
     (["--csv", "missing.csv"], "--target COL is required"),
+    (["--margin-accuracy", "-0.1"], "--margin-accuracy must be a finite number in (0, 1)"),
+    (["--margin-accuracy", "0"], "--margin-accuracy must be a finite number in (0, 1)"),
+    (["--margin-accuracy", "nan"], "--margin-accuracy must be a finite number in (0, 1)"),
+    (["--margin-throughput", "inf"], "--margin-throughput must be a finite number in (0, 1)"),
+    (["--margin-throughput=-inf"], "--margin-throughput must be a finite number in (0, 1)"),
 ])
 def test_bad_arguments_one_line_exit_2(tmp_path, tiny, capsys, args, message):
     out = tmp_path / "run"
@@ -219,3 +224,24 @@ def test_required_arms_are_added(tmp_path, tiny, capsys):
     records = json.loads((out / "results.json").read_text())
     topk = next(r for r in records if r["arm"] == "topk_25")
     assert {a["attack"] for a in topk["attacks"]} >= {"transfer_dense", "transfer_mlp"}
+
+
+def test_margins_are_declared_in_config_before_the_run(tmp_path, tiny, monkeypatch):
+    out = tmp_path / "run"
+    declared = []
+    real = runner.run_cell
+
+    def check_config_first(cell, *args, **kwargs):
+        declared.append(json.loads((out / "config.json").read_text())["analysis"])
+        return real(cell, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", check_config_first)
+    assert study("--out", str(out), "--margin-accuracy", "0.05",
+                 "--margin-throughput", "0.2") == 0
+    assert declared and declared[0]["margin_accuracy"] == 0.05
+    assert declared[0]["margin_throughput"] == 0.2 and "endpoints" in declared[0]
+    report = (out / "report.md").read_text()
+    assert "±0.05 for the accuracy endpoints" in report and "±20% for throughput" in report
+    # margins are analysis settings: the same folder resumes with other margins
+    assert study("--out", str(out), "--margin-accuracy", "0.01") == 0
+    assert "±0.01 for the accuracy endpoints" in (out / "report.md").read_text()

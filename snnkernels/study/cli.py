@@ -1,7 +1,8 @@
 """`snnkernels study`: the research question as one command (issue 5).
 
 Bad input (unknown dataset or arm, a table that cannot be used, an unwritable --out, --device
-cuda without CUDA) ends with a one-line message and exit status 2, before any work is done.
+cuda without CUDA, a margin that is not a finite number in (0, 1)) ends with a one-line message
+and exit status 2, before any work is done.
 Ctrl-C stops after saving nothing half-written: rerunning the same command resumes.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .arms import ARMS
 from .config import PRESETS
+from .endpoints import check_margin
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -43,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default: runs/<preset>); rerunning with the "
                                       "same --out skips finished cells")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--margin-accuracy", type=float, metavar="M",
+                        help="equivalence margin of the accuracy endpoints (clean, robust AUC): "
+                             "± M absolute (default 0.03)")
+    parser.add_argument("--margin-throughput", type=float, metavar="M",
+                        help="equivalence margin of training throughput vs the dense twin: "
+                             "ratio within 1 ± M (default 0.1)")
 
 
 def _names(value: str, what: str) -> tuple:
@@ -99,6 +107,7 @@ def resolve_config(args):
                              f"{', '.join(available_datasets())}, or give --csv PATH --target COL")
         loaders = {d: (lambda d=d: load_dataset(d)) for d in datasets}
         changes["datasets"] = tuple(datasets)
+    changes["analysis"] = _analysis(args, config.analysis)
     config = dataclasses.replace(config, **changes)
     _check_device(config)
     tables = {}
@@ -112,6 +121,19 @@ def resolve_config(args):
         for w in caught:  # cleaning notes (imputed cells, one-hot columns): one line each
             print(f"snnkernels study: warning: {w.message}", file=sys.stderr)
     return config, tables
+
+
+def _analysis(args, plan):
+    """plan with the margins given on the command line, each checked like the plan checks it."""
+    margins = {}
+    for name in ("margin_accuracy", "margin_throughput"):
+        value = getattr(args, name, None)
+        if value is not None:
+            try:
+                margins[name] = check_margin("--" + name.replace("_", "-"), value)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+    return dataclasses.replace(plan, **margins)
 
 
 def _check_device(config) -> None:
@@ -159,7 +181,6 @@ def main(args) -> int:
         print(f"\nsnnkernels study: interrupted{saved}.", file=sys.stderr)
         return EXIT_INTERRUPTED
     environment = describe(config.device)
-    atomic.write_json(out / "config.json", config.to_dict())
     atomic.write_json(out / "environment.json", environment)
     report.write_results(records, out)
     path = report.write_report(records, out, config.to_dict(), environment)

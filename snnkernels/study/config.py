@@ -15,6 +15,7 @@ from .. import surrogate as G
 from .arms import ARMS, ModelConfig
 from .attacks import AttackConfig
 from .data import FULL
+from .endpoints import AnalysisPlan
 from .train import TrainConfig
 
 DEFAULT_DATASETS = ("breast_cancer", "wine", "digits")
@@ -32,6 +33,8 @@ class StudyConfig:
     max_rows: Optional[int] = None   # stratified subsample of each table (None: all rows)
     device: str = "cpu"
     group: Optional[str] = None      # --group COL of a user table (split by groups)
+    # endpoints, margins and tests, declared before the run; not a cell setting (analysis only)
+    analysis: AnalysisPlan = field(default_factory=AnalysisPlan)
 
     def cell_settings(self) -> dict:
         """What a finished cell's numbers depend on. (group only when given, so the settings of
@@ -42,7 +45,9 @@ class StudyConfig:
         return {k: d[k] for k in keys}
 
     def to_dict(self) -> dict:
-        return _jsonable(dataclasses.asdict(self))
+        d = _jsonable(dataclasses.asdict(self))
+        d["analysis"] = _jsonable(self.analysis.declaration())
+        return d
 
 
 def _jsonable(obj):

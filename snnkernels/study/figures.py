@@ -1,5 +1,5 @@
-"""PNG figures of a finished study: robustness vs eps, throughput vs density, robustness vs
-throughput.
+"""PNG figures of a finished study: robustness vs eps with CI bands, a forest plot of the paired
+effects against the equivalence margins, throughput vs density, robustness vs throughput.
 
 Drawn with matplotlib's object API (`Figure` + `FigureCanvasAgg`), never pyplot, so the caller's
 backend and pyplot state are left untouched and no display is needed.
@@ -14,9 +14,21 @@ import re
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from snnkernels.study.atomic import write_bytes as atomic_write_bytes
-from snnkernels.study.stats import Estimate, norm_label, ordered, summarize
+from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
+from snnkernels.study.stats import (
+    LABELS,
+    Estimate,
+    comparisons,
+    display_effect,
+    ordered,
+    pooled,
+    shared_endpoint_label,
+    summarize,
+)
 
 FAMILY_STYLES = {  # line style and marker per arm family, so families read apart at a glance
     "dense": ("-", "o"),
@@ -36,6 +48,7 @@ def robust_vs_eps_name(dataset: str, norm: str) -> str:
     return f"robust_vs_eps_{safe_name(dataset)}_{safe_name(norm)}.png"
 
 
+FOREST_PLOT = "forest_plot.png"
 THROUGHPUT_VS_DENSITY = "throughput_vs_density.png"
 ROBUST_VS_THROUGHPUT = "robust_vs_throughput.png"
 
@@ -76,23 +89,68 @@ def _robust_vs_eps(rows: list[dict], dataset: str, norm: str, path: str) -> str:
         eps_values = [0.0] + [eps for eps, _ in points]
         estimates = [row["clean"]] + [e for _, e in points]
         line, marker = _style(row["family"])
-        axes.errorbar(
-            eps_values,
-            [e.mean for e in estimates],
-            yerr=[_bar(e) for e in estimates],
-            linestyle=line,
-            marker=marker,
-            markersize=4,
-            capsize=3,
-            label=row["arm"],
-        )
+        means = [e.mean for e in estimates]
+        (drawn,) = axes.plot(eps_values, means, linestyle=line, marker=marker, markersize=4,
+                             label=row["arm"])
+        axes.fill_between(eps_values, [m - _bar(e) for m, e in zip(means, estimates)],
+                          [m + _bar(e) for m, e in zip(means, estimates)],
+                          color=drawn.get_color(), alpha=0.15, linewidth=0)
     metric = rows[0]["metric"] or "accuracy"
     axes.set_xlabel(f"{norm_label(norm)} ε (standardized feature units; 0 = clean)")
     axes.set_ylabel(f"robust {metric} (worst case over attacks)")
     axes.set_ylim(-0.02, 1.02)
-    axes.set_title(f"{dataset}: robust {metric} vs {norm_label(norm)} ε (mean ± 95% CI)")
+    axes.set_title(f"{dataset}: robust {metric} vs {norm_label(norm)} ε (mean, 95% CI band)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+LABEL_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue",
+                 "inconclusive": "tab:gray"}
+
+
+def _forest(labelled: list[dict], pooled_rows: list[dict], path: str) -> str:
+    """One panel per endpoint: each dataset × arm effect with its 95% CI, coloured by label,
+    the pooled random-effects estimate per arm as a diamond, the margins as dashed lines."""
+    endpoints = ordered(r["endpoint"] for r in labelled)
+    heights = [len([r for r in labelled if r["endpoint"] == e])
+               + len([p for p in pooled_rows if p["endpoint"] == e]) for e in endpoints]
+    figure, panels = _panels(len(endpoints), (5.2, 0.9 + 0.28 * max(heights, default=1)))
+    for axes, endpoint in zip(panels, endpoints):
+        rows = [r for r in labelled if r["endpoint"] == endpoint]
+        entries = [(f"{r['dataset']} {r['arm']}", display_effect(r), LABEL_COLOURS[r["label"]],
+                    "o") for r in rows]
+        for p in pooled_rows:
+            if p["endpoint"] == endpoint:
+                entries.append((f"pooled {p['arm']}", display_effect(p), "black", "D"))
+        for y, (_, (effect, low, high), colour, marker) in enumerate(reversed(entries)):
+            if math.isnan(effect):
+                continue
+            if not math.isnan(low):
+                axes.plot([low, high], [y, y], color=colour, linewidth=1.5)
+            axes.plot([effect], [y], marker=marker, color=colour, linestyle="none")
+        ratio = endpoint == THROUGHPUT
+        margin_low, margin_high = rows[0]["margin_low"], rows[0]["margin_high"]
+        if ratio:
+            margin_low, margin_high = math.exp(margin_low), math.exp(margin_high)
+            axes.set_xscale("log")  # a ratio: 0.5x and 2x equally far from 1
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            axes.xaxis.set_major_formatter(plain)
+            axes.xaxis.set_minor_formatter(plain)
+        for margin in (margin_low, margin_high):
+            axes.axvline(margin, color="black", linestyle="--", linewidth=1)
+        axes.axvline(1.0 if ratio else 0.0, color="black", linewidth=0.8, alpha=0.5)
+        axes.set_yticks(range(len(entries)))
+        axes.set_yticklabels([name for name, *_ in reversed(entries)], fontsize=7)
+        axes.set_xlabel("sparse / dense twin (ratio)" if ratio else "sparse − dense twin")
+        axes.set_title(shared_endpoint_label(rows), fontsize=10)
+        axes.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=label)
+               for label, c in LABEL_COLOURS.items() if label in LABELS]
+    handles += [Line2D([], [], color="black", marker="D", linestyle="none",
+                       label="pooled (random effects)"),
+                Line2D([], [], color="black", linestyle="--", label="equivalence margin")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return _save(figure, path)
 
 
@@ -181,11 +239,13 @@ def _robust_vs_throughput(rows: list[dict], path: str) -> str:
     return _save(figure, path)
 
 
-def write_figures(cells: list[dict], out_dir: str) -> list[str]:
+def write_figures(cells: list[dict], out_dir: str, plan: AnalysisPlan | None = None) -> list[str]:
     """Write the study's PNG figures into out_dir and return their paths, in this order:
 
     - robust_vs_eps_<dataset>_<norm>.png for every dataset × norm: one line per arm, robust
-      accuracy (mean ± 95% CI over seeds) against eps, with the clean metric at eps = 0;
+      accuracy (mean over seeds, 95% CI band) against eps, with the clean metric at eps = 0;
+    - forest_plot.png (when a sparse arm has its twin): the paired effect of every primary
+      comparison with its 95% CI, coloured by label, the pooled estimate per arm, the margins;
     - throughput_vs_density.png: train samples/s against density for the sparse arms, one panel
       per dataset, the dense twin as a horizontal line with its CI band;
     - robust_vs_throughput.png: robust accuracy at the middle eps of the L∞ grid against train
@@ -203,6 +263,9 @@ def write_figures(cells: list[dict], out_dir: str) -> list[str]:
         for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
             path = os.path.join(out_dir, robust_vs_eps_name(dataset, norm))
             paths.append(_robust_vs_eps(dataset_rows, dataset, norm, path))
+    labelled = comparisons(cells, plan)
+    if labelled:
+        paths.append(_forest(labelled, pooled(labelled, plan), os.path.join(out_dir, FOREST_PLOT)))
     paths.append(_throughput_vs_density(rows, os.path.join(out_dir, THROUGHPUT_VS_DENSITY)))
     paths.append(_robust_vs_throughput(rows, os.path.join(out_dir, ROBUST_VS_THROUGHPUT)))
     return paths

@@ -3,8 +3,9 @@
 - `write_results`: results.csv (a row per dataset × arm × seed × attack × eps) and results.json
   (the cell records unchanged).
 - `main_table`: the compact table the CLI prints.
-- `write_report`: report.md (verdicts first, then tables, sanity checks, figures, config and
-  environment), together with the figures it links.
+- `write_report`: report.md (the declared analysis plan, the labelled verdict table and the
+  sentences written from it, the pooled summary, figures, then secondary tables, sanity checks,
+  config and environment), together with the figures it links.
 
 Every file is written atomically (temporary file in the same directory, then `os.replace`), so
 an interrupted run leaves either the previous file or the new one, never half of one.
@@ -19,15 +20,16 @@ import math
 import os
 
 from snnkernels.study.atomic import write_text as atomic_write_text
+from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
 from snnkernels.study.stats import (
-    ALPHA,
-    THROUGHPUT_QUANTITY,
     Estimate,
+    comparisons,
+    display_effect,
     mean_spike_rate,
-    norm_label,
     ordered,
     paired,
     point_key,
+    pooled,
     summarize,
     unique_cells,
     verdict,
@@ -177,34 +179,29 @@ def main_table_eps(rows: list[dict]) -> list[float]:
     return ordered(_nearest(grid, target) for target in (0.1, 0.5)) if grid else []
 
 
-def _speedups(paired_rows: list[dict]) -> dict[tuple[str, str], dict]:
-    return {(r["dataset"], r["arm"]): r
-            for r in paired_rows if r["quantity"] == THROUGHPUT_QUANTITY}
-
-
 def _format_speedup(row: dict | None) -> str:
-    """'×ratio' of mean train samples/s over the paired seeds, '*' when p < ALPHA; '—' for an
-    arm without a twin."""
+    """'×ratio label' of the throughput comparison (geometric mean ratio over the paired
+    seeds); '—' for an arm without a twin."""
     if row is None:
         return "—"
-    if _missing(row["ratio"]):
-        return "n/a"
-    star = "*" if not _missing(row["p_value"]) and row["p_value"] < ALPHA else ""
-    return f"×{row['ratio']:.2f}{star}"
+    ratio = display_effect(row)[0]
+    return f"{'n/a' if _missing(ratio) else f'×{_ratio(ratio)}'} {row['label']}"
 
 
-def main_table(cells: list[dict]) -> str:
+def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
     """Per dataset × arm: clean metric, robust L∞ accuracy at eps 0.1 and 0.5 (or the nearest
-    recorded eps), train samples/s (all mean ± 95% CI over seeds) and the training speedup
-    of a sparse arm over its dense twin ('*' marks p < 0.05 in the paired t-test)."""
+    recorded eps), train samples/s (all mean ± 95% CI over seeds), the training speedup of a
+    sparse arm over its dense twin with its label, and the labels of its other endpoints."""
     rows = summarize(cells)
     if not rows:
         return "(no finished cells)"
     eps_shown = main_table_eps(rows)
-    speedups = _speedups(paired(cells))
+    labelled: dict[tuple[str, str], list[dict]] = {}
+    for row in comparisons(cells, plan):
+        labelled.setdefault((row["dataset"], row["arm"]), []).append(row)
     headers = ["dataset", "arm", "seeds", "clean"]
     headers += [f"robust L∞ ε={eps:g}" for eps in eps_shown]
-    headers += ["train samples/s", "speedup vs twin"]
+    headers += ["train samples/s", "speedup vs twin", "other endpoints vs twin"]
     table = []
     for r in rows:
         line = [r["dataset"], r["arm"], str(len(r["seeds"])), format_estimate(r["clean"])]
@@ -212,7 +209,11 @@ def main_table(cells: list[dict]) -> str:
             e = r["robust"].get(point_key("linf", eps))
             line.append(format_estimate(e) if e else "n/a")
         line.append(format_estimate(r["train_samples_per_s"]))
-        line.append(_format_speedup(speedups.get((r["dataset"], r["arm"]))))
+        arm_rows = labelled.get((r["dataset"], r["arm"]), [])
+        line.append(_format_speedup(next((c for c in arm_rows if c["endpoint"] == THROUGHPUT),
+                                         None)))
+        line.append("; ".join(f"{c['endpoint_label']}: {c['label']}" for c in arm_rows
+                              if c["endpoint"] != THROUGHPUT) or "—")
         table.append(line)
     return markdown_table(headers, table)
 
@@ -234,17 +235,59 @@ def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
     return tables
 
 
+def _ratio(value: float) -> str:
+    """Two decimals in the usual range; two significant digits for the extreme bounds a CI over
+    very few noisy seeds can reach."""
+    return f"{value:.2f}" if 0.01 <= value < 1000 else f"{value:.2g}"
+
+
+def format_effect(row: dict) -> str:
+    """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for the throughput ratio;
+    the estimate alone with one pair, 'n/a' with none."""
+    effect, low, high = display_effect(row)
+    if _missing(effect):
+        return "n/a"
+    if row["endpoint"] == THROUGHPUT:
+        text = f"×{_ratio(effect)}"
+        return text if _missing(low) else f"{text} [{_ratio(low)}, {_ratio(high)}]"
+    text = f"{effect:+.3f}"
+    return text if _missing(low) else f"{text} [{low:+.3f}, {high:+.3f}]"
+
+
+def verdict_table(rows: list[dict]) -> str:
+    """The labelled primary comparisons: dataset × arm × endpoint."""
+    headers = ["dataset", "arm", "endpoint", "label", "effect [95% CI]", "pairs",
+               "Holm p (difference)", "Holm p (equivalence)", "q BH (difference)",
+               "q BH (equivalence)", "why"]
+    table = [[r["dataset"], r["arm"], r["endpoint_label"], r["label"], format_effect(r),
+              str(r["n"]), format_p(r["holm_difference"]), format_p(r["holm_equivalence"]),
+              format_p(r["q_difference"]), format_p(r["q_equivalence"]), r["reason"]]
+             for r in rows]
+    return markdown_table(headers, table)
+
+
+def pooled_table(pooled_rows: list[dict]) -> str:
+    headers = ["arm", "endpoint", "pooled effect [95% CI]", "tables", "left out", "τ²"]
+    table = []
+    for r in pooled_rows:
+        line = {"endpoint": r["endpoint"], "effect": r["effect"], "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"]}
+        table.append([r["arm"], r["endpoint_label"], format_effect(line),
+                      str(len(r["tables"])), ", ".join(r["tables_left_out"]) or "—",
+                      format_number(r["tau2"], 4)])
+    return markdown_table(headers, table)
+
+
 def paired_table(paired_rows: list[dict]) -> str:
-    headers = ["dataset", "arm", "twin", "quantity", "sparse", "twin mean",
-               "difference ± 95% CI", "p", "pairs"]
+    headers = ["dataset", "arm", "twin", "point", "sparse", "twin mean",
+               "difference ± 95% CI", "pairs"]
     table = []
     for r in paired_rows:
-        digits = 0 if r["quantity"] == THROUGHPUT_QUANTITY else 3
         difference = Estimate(r["mean_difference"], r["ci_half_width"], r["n_pairs"])
         table.append([
             r["dataset"], r["arm"], r["twin"], r["label"],
-            format_number(r["sparse_mean"], digits), format_number(r["twin_mean"], digits),
-            format_estimate(difference, digits), format_p(r["p_value"]), str(r["n_pairs"]),
+            format_number(r["sparse_mean"]), format_number(r["twin_mean"]),
+            format_estimate(difference), str(r["n_pairs"]),
         ])
     return markdown_table(headers, table)
 
@@ -338,18 +381,37 @@ def _json_block(value) -> str:
     return "```json\n" + json.dumps(value, indent=2, default=str) + "\n```"
 
 
+def declared_plan(plan: AnalysisPlan) -> list[str]:
+    """The report's first lines: endpoints, margins, tests, labels and the family, as declared
+    in the run's config before its first cell."""
+    d = plan.declaration()
+    low, high = (math.exp(m) for m in plan.margins(THROUGHPUT))
+    out = ["Declared before the run (config.json, \"analysis\"). Primary endpoints per "
+           "dataset × arm (per norm for the robust AUC):", ""]
+    out += [f"- `{name}`: {text}" for name, text in d["endpoints"].items()]
+    out += ["", f"Equivalence margins: ±{plan.margin_accuracy:g} for the accuracy endpoints "
+            f"(absolute), ±{plan.margin_throughput:.0%} for throughput (ratio {low:.2f} to "
+            f"{high:.2f}). Comparison: {d['comparison']}. Family: {d['family']}; "
+            f"α = {plan.alpha:g}.", "", "Labels, exactly one per comparison:", ""]
+    out += [f"- **{label}**: {text}" for label, text in d["labels"].items()]
+    return out + [""]
+
+
 def render_report(cells: list[dict], config: dict, environment: dict,
                   figure_names: list[str]) -> str:
-    """The report.md text; figure_names are file names relative to the report."""
+    """The report.md text; figure_names are file names relative to the report. The analysis
+    plan is config["analysis"] (defaults where absent)."""
+    plan = AnalysisPlan.from_config(config)
     rows = summarize(cells)
-    paired_rows = paired(cells)
+    labelled = comparisons(cells, plan)
     datasets = ordered(r["dataset"] for r in rows)
-    n_tests = sum(1 for r in paired_rows if r["n_pairs"] >= 2
-                  and r["quantity"] in ("robust", THROUGHPUT_QUANTITY))
-    out = ["# snnkernels study report", ""]
+    out = ["# snnkernels study report", ""] + declared_plan(plan)
     sanity, warnings = sanity_checks(cells)
+    out += ["## Verdicts", ""]
+    if labelled:
+        out += [verdict_table(labelled), ""]
     if datasets:
-        out += [" ".join(verdict(paired_rows, d) for d in datasets), ""]
+        out += [" ".join(verdict(labelled, d) for d in datasets), ""]
         flagged = ordered(w[len(SUSPICION) + 1:].split(":")[0] for w in warnings)
         if flagged:
             out += [f"Caution: the sanity checks flag {', '.join(flagged)}; robustness numbers of "
@@ -357,26 +419,26 @@ def render_report(cells: list[dict], config: dict, environment: dict,
                     "real robustness.", ""]
     else:
         out += ["No cell finished, so there is nothing to compare yet.", ""]
+    pooled_rows = pooled(labelled, plan)
+    out += ["## Pooled across tables", "", f"Model: {plan.declaration()['pooled']}.", "",
+            pooled_table(pooled_rows) if pooled_rows else "No sparse arm with a dense twin.", ""]
+    out += ["## Figures", ""]
+    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in figure_names] or ["(none)"]
     out += [
-        f"Test: two-sided paired t-test (`scipy.stats.ttest_rel`) of sparse arm − dense twin, "
-        f"paired by seed, α = {ALPHA:g}. A verdict counts every robust-accuracy point (each norm "
-        f"and ε) and the train samples/s of every sparse arm; {n_tests} such tests had at "
-        f"least two pairs and they are not corrected for multiple comparisons, so about "
-        f"{ALPHA * n_tests:.1f} of them are expected below α by chance alone. A difference "
-        f"identical on every seed has no variance; its p-value is reported as n/a and not "
-        f"counted. Intervals are Student-t 95% CIs over seeds (n/a with one seed).",
-        "",
-        "## Main table", "",
-        "Mean ± 95% CI over seeds. Speedup: mean train samples/s of the sparse arm over its "
-        "dense twin on the same seeds; * marks p < 0.05.", "",
-        main_table(cells), "",
-        "## Robust accuracy", "",
+        "", "## Main table", "",
+        "Mean ± 95% CI over seeds. Speedup: geometric mean ratio of train samples/s of the "
+        "sparse arm over its dense twin on the same seeds, with its label.", "",
+        main_table(cells, plan), "",
+        "## Robust accuracy (secondary)", "",
         "Worst case per example over all attacks at each (norm, ε), mean ± 95% CI over seeds.",
         "",
     ]
     for dataset, norm, table in robust_tables(rows):
         out += [f"### {dataset}, {norm_label(norm)}", "", table, ""]
-    out += ["## Paired comparison with the dense twin", ""]
+    paired_rows = paired(cells, plan.confidence)
+    out += ["## Robust accuracy per ε against the dense twin (secondary)", "",
+            "Sparse arm − dense twin, paired by seed, mean ± 95% CI; descriptive, not tested.",
+            ""]
     out += [paired_table(paired_rows) if paired_rows else "No sparse arm with a dense twin.", ""]
     out += ["## Throughput", "",
             "Training and inference samples/s, the fraction of a training step spent in "
@@ -394,8 +456,6 @@ def render_report(cells: list[dict], config: dict, environment: dict,
         sanity if rows else "(no finished cells)", "",
     ]
     out += [f"- **{w}**" for w in warnings] or ["No arm was flagged."]
-    out += ["", "## Figures", ""]
-    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in figure_names] or ["(none)"]
     out += ["", "## Configuration", "", _json_block(config), "",
             "## Environment", "", _json_block(environment), ""]
     return "\n".join(out)
@@ -404,14 +464,15 @@ def render_report(cells: list[dict], config: dict, environment: dict,
 def write_report(cells: list[dict], out_dir: str, config: dict, environment: dict) -> str:
     """Write the figures (`write_figures`) and report.md into out_dir; return report.md's path.
 
-    report.md: per-dataset verdicts first, the test used, the main table, robust-accuracy tables
-    per dataset × norm, the paired comparison with p-values, the throughput table, sanity
-    checks (with a plain warning per suspicious arm), links to the figures, config, environment.
+    report.md: the declared plan, the verdict table and sentences, the pooled summary, links to
+    the figures, the main table, robust-accuracy tables per dataset × norm, per-eps paired
+    differences, the throughput table, sanity checks (with a plain warning per suspicious
+    arm), config, environment.
     """
     from snnkernels.study.figures import write_figures  # here: figures imports this module
 
     os.makedirs(out_dir, exist_ok=True)
-    figures = write_figures(cells, out_dir)
+    figures = write_figures(cells, out_dir, AnalysisPlan.from_config(config))
     text = render_report(cells, config, environment, [os.path.basename(p) for p in figures])
     path = os.path.join(out_dir, REPORT_MD)
     atomic_write_text(path, text)

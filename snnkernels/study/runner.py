@@ -172,6 +172,7 @@ def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = T
     from tqdm.auto import tqdm
 
     folder = RunFolder(out, config)
+    atomic.write_json(folder.root / "config.json", config.to_dict())  # the plan, before any cell
     cells = plan(config)
     todo = [c for c in cells if not folder.cell_path(c).exists()]
     if len(todo) < len(cells):

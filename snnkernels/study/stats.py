@@ -1,12 +1,18 @@
-"""Statistics over finished study cells: mean ± CI per arm, paired sparse-vs-twin tests, verdicts.
+"""Statistics over finished study cells: estimates per arm, and the labelled comparison of every
+sparse arm with its dense twin on the declared endpoints (`snnkernels.study.endpoints`).
 
 A *cell* is the record of one dataset × arm × seed (see `snnkernels study`); every function here
 takes the list of cell dicts as the runner writes them to results.json. When the same
 (dataset, arm, seed) occurs more than once (a resumed run), the last record wins.
 
-Confidence intervals are Student-t intervals over seeds. The paired comparison pairs a sparse arm
-with its dense twin seed by seed (same data split and initialisation seed) and applies a
-two-sided paired t-test (`scipy.stats.ttest_rel`).
+- `summarize`: mean ± Student-t CI over seeds of every measured quantity, per dataset × arm.
+- `comparisons`: per dataset × sparse arm × primary endpoint, the paired difference test
+  (`scipy.stats.ttest_rel`) and paired TOST (`statsmodels ttost_paired`) against the twin,
+  Holm and Benjamini-Hochberg over the whole run (`statsmodels multipletests`), and exactly one
+  label: better, worse, equivalent or inconclusive (definitions in `endpoints.LABEL_DEFINITIONS`).
+- `pooled`: the random-effects summary per sparse arm and endpoint across tables.
+- `verdict`: the per-dataset sentence, generated from the labelled comparisons only.
+- `paired`: per-eps robust accuracy differences with CIs, a secondary, unlabelled result.
 """
 
 from __future__ import annotations
@@ -16,10 +22,21 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 from scipy import stats as scipy_stats
+from statsmodels.stats.meta_analysis import combine_effects
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import DescrStatsW, ttost_paired
 
-ALPHA = 0.05  # significance level of every paired test and verdict
-THROUGHPUT_QUANTITY = "train_samples_per_s"
-NORM_LABELS = {"linf": "L∞", "l2": "L2"}
+from snnkernels.study.endpoints import (
+    THROUGHPUT,
+    AnalysisPlan,
+    endpoint_label,
+    endpoint_values,
+    norm_label,
+)
+
+LABELS = ("better", "worse", "equivalent", "inconclusive")
+# Differences whose spread is below this share of the values' scale are identical up to rounding.
+ZERO_SPREAD = 1e-12
 
 
 class Estimate(NamedTuple):
@@ -48,19 +65,14 @@ def mean_ci(values: Iterable, confidence: float = 0.95) -> tuple[float, float]:
     mean = float(x.mean())
     if x.size == 1:
         return mean, math.nan
-    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
-    t = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, df=x.size - 1))
-    return mean, t * sem
+    low, high = DescrStatsW(x).tconfint_mean(alpha=1.0 - confidence)
+    return mean, float(high - low) / 2.0
 
 
 def estimate(values: Iterable, confidence: float = 0.95) -> Estimate:
     """`mean_ci` plus the number of values it used."""
     mean, half_width = mean_ci(values, confidence)
     return Estimate(mean, half_width, int(_finite(values).size))
-
-
-def norm_label(norm: str) -> str:
-    return NORM_LABELS.get(norm, norm)
 
 
 def point_key(norm: str, eps: float) -> tuple[str, float]:
@@ -154,190 +166,267 @@ def summarize(cells: list[dict], confidence: float = 0.95) -> list[dict]:
     return rows
 
 
-def paired_t_test(sparse: list[float], twin: list[float]) -> float:
-    """Two-sided p-value of `scipy.stats.ttest_rel`; nan below 2 pairs or with no spread.
-
-    Differences that are identical on every seed (up to rounding) have zero variance, where
-    the t statistic is undefined; we return nan there instead of letting scipy warn or report
-    p = 0 from a rounding-error variance.
-    """
-    a = np.asarray(sparse, dtype=np.float64)
-    b = np.asarray(twin, dtype=np.float64)
-    if a.size < 2:
-        return math.nan
-    diffs = a - b
-    scale = max(1.0, float(np.max(np.abs(np.concatenate([a, b])))))
-    if float(np.std(diffs)) <= 1e-12 * scale:
-        return math.nan
-    return float(scipy_stats.ttest_rel(a, b).pvalue)
-
-
-def _quantities(sparse_cells: list[dict]) -> list[tuple[str, str | None, float | None, object]]:
-    """(quantity, norm, eps, getter) for clean, each robust point of the arm, train samples/s."""
-    found = [("clean", None, None, lambda c: c.get("clean"))]
-    for norm, eps in robust_points(sparse_cells):
-        found.append(("robust", norm, eps, lambda c, p=(norm, eps): robust_by_point(c).get(p)))
-    found.append(
-        (THROUGHPUT_QUANTITY, None, None,
-         lambda c: (c.get("throughput") or {}).get(THROUGHPUT_QUANTITY))
-    )
-    return found
-
-
-def quantity_label(quantity: str, norm: str | None = None, eps: float | None = None) -> str:
-    if quantity == "robust":
-        return f"robust {norm_label(norm)} ε={eps:g}"
-    if quantity == THROUGHPUT_QUANTITY:
-        return "train samples/s"
-    return quantity
-
-
 def _usable(value) -> bool:
     return value is not None and not math.isnan(float(value))
 
 
-def paired(cells: list[dict], confidence: float = 0.95) -> list[dict]:
-    """Sparse arm − dense twin, paired by seed, per dataset × sparse arm × quantity.
-
-    A sparse arm is any arm whose cells name a `twin`. Quantities: "clean", "robust" at each
-    (norm, eps) of the sparse arm, and "train_samples_per_s". Each row has: dataset, arm, twin,
-    family, density (mean), quantity, norm, eps, label, n_pairs (seeds where both arms measured
-    the quantity), sparse_mean, twin_mean, mean_difference, ci_half_width (of the mean
-    difference), p_value (paired t-test; nan below 2 pairs or zero variance), ratio
-    (sparse_mean / twin_mean, the speedup for throughput). A missing twin gives n_pairs 0 and nan.
-    """
+def _twins(cells: list[dict]):
+    """(dataset, sparse arm, twin name, sparse cells, twin cells by seed) for every arm whose
+    cells name a twin, in first-seen order."""
     groups = _groups(cells)
-    rows = []
     for (dataset, arm), sparse_cells in groups.items():
         twin = sparse_cells[0].get("twin")
-        if not twin:
-            continue
-        twin_by_seed = {int(c["seed"]): c for c in groups.get((dataset, twin), [])}
-        for quantity, norm, eps, get in _quantities(sparse_cells):
-            pairs = [
-                (float(get(c)), float(get(twin_by_seed[int(c["seed"])])))
-                for c in sparse_cells
-                if int(c["seed"]) in twin_by_seed
-                and _usable(get(c))
-                and _usable(get(twin_by_seed[int(c["seed"])]))
-            ]
-            sparse_values = [s for s, _ in pairs]
-            twin_values = [t for _, t in pairs]
-            diff_mean, diff_half_width = mean_ci([s - t for s, t in pairs], confidence)
-            sparse_mean = float(np.mean(sparse_values)) if pairs else math.nan
-            twin_mean = float(np.mean(twin_values)) if pairs else math.nan
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "arm": arm,
-                    "twin": twin,
-                    "family": sparse_cells[0].get("family"),
-                    "density": mean_ci([c.get("density") for c in sparse_cells])[0],
-                    "quantity": quantity,
-                    "norm": norm,
-                    "eps": eps,
-                    "label": quantity_label(quantity, norm, eps),
-                    "n_pairs": len(pairs),
-                    "sparse_mean": sparse_mean,
-                    "twin_mean": twin_mean,
-                    "mean_difference": diff_mean,
-                    "ci_half_width": diff_half_width,
-                    "p_value": paired_t_test(sparse_values, twin_values),
-                    "ratio": sparse_mean / twin_mean if pairs and twin_mean else math.nan,
-                }
-            )
+        if twin:
+            twin_by_seed = {int(c["seed"]): c for c in groups.get((dataset, twin), [])}
+            yield dataset, arm, twin, sparse_cells, twin_by_seed
+
+
+def _pairs(sparse_cells: list[dict], twin_by_seed: dict, get) -> list[tuple[int, float, float]]:
+    """(seed, sparse value, twin value) for each seed where both arms measured the quantity."""
+    found = []
+    for cell in sparse_cells:
+        seed = int(cell["seed"])
+        twin = twin_by_seed.get(seed)
+        if twin is not None and _usable(get(cell)) and _usable(get(twin)):
+            found.append((seed, float(get(cell)), float(get(twin))))
+    return found
+
+
+def paired(cells: list[dict], confidence: float = 0.95) -> list[dict]:
+    """Secondary result: robust accuracy of each sparse arm − its dense twin at every (norm, eps),
+    paired by seed. Descriptive (difference and CI, no test), so it adds no comparisons.
+
+    Rows: dataset, arm, twin, norm, eps, label, n_pairs, sparse_mean, twin_mean,
+    mean_difference, ci_half_width. A missing twin gives n_pairs 0 and nan.
+    """
+    rows = []
+    for dataset, arm, twin, sparse_cells, twin_by_seed in _twins(cells):
+        for norm, eps in robust_points(sparse_cells):
+            pairs = _pairs(sparse_cells, twin_by_seed,
+                           lambda c, p=(norm, eps): robust_by_point(c).get(p))
+            difference, half_width = mean_ci([s - t for _, s, t in pairs], confidence)
+            rows.append({
+                "dataset": dataset, "arm": arm, "twin": twin, "norm": norm, "eps": eps,
+                "label": f"robust {norm_label(norm)} ε={eps:g}", "n_pairs": len(pairs),
+                "sparse_mean": float(np.mean([s for _, s, _ in pairs])) if pairs else math.nan,
+                "twin_mean": float(np.mean([t for _, _, t in pairs])) if pairs else math.nan,
+                "mean_difference": difference, "ci_half_width": half_width,
+            })
     return rows
 
 
-def _significant(row: dict, alpha: float) -> bool:
-    return _usable(row["p_value"]) and row["p_value"] < alpha
+# ---------------------------------------------------------------- primary comparisons
 
 
-def _effect(rows: list[dict], alpha: float) -> str:
-    """'helped', 'hurt', 'mixed', 'none' (tested, nothing significant), 'untested' or 'absent'
-    (nothing recorded)."""
-    if not rows:
-        return "absent"
-    if not any(r["n_pairs"] >= 2 for r in rows):
-        return "untested"
-    signs = {r["mean_difference"] > 0 for r in rows if _significant(r, alpha)}
-    if not signs:
-        return "none"
-    if signs == {True}:
-        return "helped"
-    if signs == {False}:
-        return "hurt"
-    return "mixed"
+class PairedTest(NamedTuple):
+    """One paired comparison before multiplicity adjustment, in the endpoint's test units."""
+
+    n: int
+    effect: float          # mean paired difference (sparse − twin)
+    ci_low: float
+    ci_high: float
+    p_difference: float    # two-sided paired t-test; nan below 2 pairs
+    p_equivalence: float   # paired TOST within (low, high); nan below 2 pairs
+    note: str              # why a test is degenerate, else ""
 
 
-def _robustness_detail(rows: list[dict], alpha: float, helped: bool) -> str:
-    """Per arm: how many (norm, eps) points moved in this direction, and the largest move."""
-    parts = []
-    for arm in ordered(r["arm"] for r in rows):
-        arm_rows = [r for r in rows if r["arm"] == arm]
-        moved = [r for r in arm_rows
-                 if _significant(r, alpha) and (r["mean_difference"] > 0) == helped]
-        if moved:
-            largest = max(moved, key=lambda r: abs(r["mean_difference"]))
-            parts.append(
-                f"{arm} at {len(moved)} of {len(arm_rows)} (norm, ε) points, largest "
-                f"{largest['mean_difference']:+.3f} at {norm_label(largest['norm'])} "
-                f"ε={largest['eps']:g}"
-            )
-    return "; ".join(parts)
+def paired_test(sparse, twin, low: float, high: float, confidence: float = 0.95) -> PairedTest:
+    """Paired difference test and TOST of sparse − twin with equivalence bounds (low, high).
 
-
-def _throughput_detail(rows: list[dict], alpha: float, helped: bool) -> str:
-    return ", ".join(
-        f"{r['arm']} ×{r['ratio']:.2f}"
-        for r in rows
-        if _significant(r, alpha) and (r["mean_difference"] > 0) == helped
-    )
-
-
-def _clause(effect: str, what: str, detail) -> str:
-    if effect == "helped":
-        return f"helped {what} ({detail(True)})"
-    if effect == "hurt":
-        return f"hurt {what} ({detail(False)})"
-    if effect == "mixed":
-        return f"had mixed effects on {what} (helped: {detail(True)}; hurt: {detail(False)})"
-    if effect == "none":
-        return f"made no measurable difference to {what}"
-    if effect == "absent":
-        return f"could not be tested for {what} (nothing recorded)"
-    return f"could not be tested for {what} (fewer than two seeds paired with the dense twin)"
-
-
-def verdict(paired_rows: list[dict], dataset: str, alpha: float = ALPHA) -> str:
-    """One plain sentence on whether sparse training helped, hurt, or made no measurable
-    difference to robustness and to training throughput on `dataset`.
-
-    Robustness looks at every "robust" row (all sparse arms, norms and eps); throughput at the
-    "train_samples_per_s" rows. A row counts when its paired t-test has p < alpha; "helped"
-    means every significant row goes up, "hurt" every one down, "mixed effects" both. The
-    tests are not corrected for multiple comparisons (the report says so and gives the count).
+    Below 2 pairs nothing is tested (p = nan). Differences identical on every seed (up to
+    rounding) have no variance and the t statistics are undefined; their limits are used
+    instead: the difference test rejects (p = 0) unless the difference is 0 (p = 1), and the
+    TOST rejects (p = 0) exactly when the difference lies strictly inside (low, high) (else 1).
     """
-    rows = [r for r in paired_rows if r["dataset"] == dataset]
-    if not rows:
-        return (
-            f"On {dataset}, no sparse arm was run together with its dense twin, "
-            "so sparse training was not compared."
-        )
-    robust_rows = [r for r in rows if r["quantity"] == "robust"]
-    speed_rows = [r for r in rows if r["quantity"] == THROUGHPUT_QUANTITY]
-    robust_effect = _effect(robust_rows, alpha)
-    speed_effect = _effect(speed_rows, alpha)
-    test = f"paired t-test of each sparse arm against its dense twin over seeds, α = {alpha:g}"
-    if robust_effect == speed_effect == "none":
-        return (
-            f"On {dataset}, sparse gradient training made no measurable difference to robustness "
-            f"or to training throughput; {test}."
-        )
-    robustness = _clause(
-        robust_effect, "robustness", lambda up: _robustness_detail(robust_rows, alpha, up)
-    )
-    throughput = _clause(
-        speed_effect, "training throughput", lambda up: _throughput_detail(speed_rows, alpha, up)
-    )
-    return f"On {dataset}, sparse gradient training {robustness} and {throughput}; {test}."
+    a = np.asarray(sparse, dtype=np.float64)
+    b = np.asarray(twin, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"sparse and twin must be 1-D of equal length, got {a.shape}, {b.shape}")
+    if not low < 0 < high:
+        raise ValueError(f"equivalence bounds must satisfy low < 0 < high, got ({low}, {high})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    diffs = a - b
+    n = int(diffs.size)
+    if n == 0:
+        return PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan,
+                          "no seed with the endpoint measured in both arms")
+    effect = float(diffs.mean())
+    if n < 2:
+        return PairedTest(n, effect, math.nan, math.nan, math.nan, math.nan,
+                          "fewer than 2 paired seeds")
+    scale = max(1.0, float(np.max(np.abs(np.concatenate([a, b])))))
+    if float(np.std(diffs)) <= ZERO_SPREAD * scale:
+        constant = 0.0 if abs(effect) <= ZERO_SPREAD * scale else effect
+        return PairedTest(n, constant, constant, constant, 0.0 if constant else 1.0,
+                          0.0 if low < constant < high else 1.0,
+                          "difference identical on every seed")
+    ci_low, ci_high = DescrStatsW(diffs).tconfint_mean(alpha=1.0 - confidence)
+    p_difference = float(scipy_stats.ttest_rel(a, b).pvalue)
+    p_equivalence = float(ttost_paired(a, b, low, high)[0])
+    return PairedTest(n, effect, float(ci_low), float(ci_high), p_difference, p_equivalence, "")
+
+
+def _label(test: PairedTest, holm_difference: float, holm_equivalence: float,
+           alpha: float) -> tuple[str, str]:
+    """(label, reason) from the Holm-adjusted p-values; see endpoints.LABEL_DEFINITIONS."""
+    if test.n < 2:
+        return "inconclusive", f"{test.note} (n = {test.n})"
+    suffix = f"; {test.note}" if test.note else ""
+    if holm_equivalence < alpha:
+        return "equivalent", f"TOST within the margin, Holm p < {alpha:g}{suffix}"
+    if holm_difference < alpha:
+        direction = "better" if test.effect > 0 else "worse"
+        return direction, f"difference test Holm p < {alpha:g}, not equivalent{suffix}"
+    return "inconclusive", f"neither test significant after Holm{suffix}"
+
+
+def _adjust(p_values: list[float], method: str) -> list[float]:
+    """statsmodels multipletests over the finite p-values; nan stays nan (nothing tested)."""
+    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    if finite:
+        corrected = multipletests([p_values[i] for i in finite], method=method)[1]
+        for i, p in zip(finite, corrected):
+            adjusted[i] = float(p)
+    return adjusted
+
+
+def _plan(plan) -> AnalysisPlan:
+    if plan is None:
+        return AnalysisPlan()
+    if not isinstance(plan, AnalysisPlan):
+        raise TypeError(f"plan must be an AnalysisPlan or None, got {type(plan).__name__}")
+    return plan
+
+
+def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
+    """Every primary comparison of the run, labelled: one row per dataset × sparse arm × endpoint.
+
+    Endpoints are those of `endpoints.endpoint_values` found in the sparse arm's cells. Rows:
+    dataset, arm, twin, family, density, metric, endpoint, endpoint_label, n (paired seeds),
+    sparse_mean, twin_mean (endpoint values, throughput as samples/s: geometric mean), effect,
+    ci_low, ci_high, margin_low, margin_high (test units: accuracy difference, or log ratio for
+    throughput), p_difference, p_equivalence (unadjusted), holm_difference, holm_equivalence,
+    q_difference, q_equivalence (over the family: every test of every row), label, reason.
+    """
+    plan = _plan(plan)
+    rows, tests = [], []
+    for dataset, arm, twin, sparse_cells, twin_by_seed in _twins(cells):
+        values = {id(c): endpoint_values(c) for c in sparse_cells + list(twin_by_seed.values())}
+        endpoints = list(dict.fromkeys(e for c in sparse_cells for e in values[id(c)]))
+        for endpoint in endpoints:
+            pairs = _pairs(sparse_cells, twin_by_seed,
+                           lambda c, e=endpoint: values[id(c)].get(e))
+            low, high = plan.margins(endpoint)
+            test = paired_test([s for _, s, _ in pairs], [t for _, _, t in pairs], low, high,
+                               plan.confidence)
+            to_scale = math.exp if endpoint == THROUGHPUT else (lambda v: v)
+            rows.append({
+                "dataset": dataset, "arm": arm, "twin": twin,
+                "family": sparse_cells[0].get("family"),
+                "density": mean_ci([c.get("density") for c in sparse_cells])[0],
+                "metric": sparse_cells[0].get("metric"),
+                "endpoint": endpoint,
+                "endpoint_label": endpoint_label(endpoint, sparse_cells[0].get("metric")),
+                "n": test.n,
+                "seeds": [seed for seed, _, _ in pairs],
+                "differences": [s - t for _, s, t in pairs],
+                "sparse_mean": to_scale(float(np.mean([s for _, s, _ in pairs])))
+                if pairs else math.nan,
+                "twin_mean": to_scale(float(np.mean([t for _, _, t in pairs])))
+                if pairs else math.nan,
+                "effect": test.effect, "ci_low": test.ci_low, "ci_high": test.ci_high,
+                "margin_low": low, "margin_high": high,
+                "p_difference": test.p_difference, "p_equivalence": test.p_equivalence,
+            })
+            tests.append(test)
+    family = [r["p_difference"] for r in rows] + [r["p_equivalence"] for r in rows]
+    holm, bh = _adjust(family, "holm"), _adjust(family, "fdr_bh")
+    k = len(rows)
+    for i, (row, test) in enumerate(zip(rows, tests)):
+        row.update(holm_difference=holm[i], holm_equivalence=holm[k + i],
+                   q_difference=bh[i], q_equivalence=bh[k + i])
+        row["label"], row["reason"] = _label(test, holm[i], holm[k + i], plan.alpha)
+    return rows
+
+
+def display_effect(row: dict) -> tuple[float, float, float]:
+    """(effect, ci_low, ci_high) on the reader's scale: the ratio for throughput (exp of the
+    mean log ratio: the geometric mean ratio), the difference otherwise."""
+    values = (row["effect"], row["ci_low"], row["ci_high"])
+    if row["endpoint"] == THROUGHPUT:
+        return tuple(math.exp(v) if not math.isnan(v) else math.nan for v in values)
+    return values
+
+
+def shared_endpoint_label(rows: list[dict]) -> str:
+    """The endpoint label of rows of one endpoint from several tables, which may score the clean
+    endpoint with different metrics ("clean metric" then)."""
+    metrics = ordered(r["metric"] for r in rows)
+    return endpoint_label(rows[0]["endpoint"], metrics[0] if len(metrics) == 1 else "metric")
+
+
+def pooled(rows: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
+    """Random-effects summary across tables per sparse arm and endpoint (descriptive).
+
+    Each table contributes its mean paired difference with variance s²/n; tables with fewer
+    than 2 pairs or no spread have no usable variance and are left out (counted in
+    `tables_left_out`). Paule-Mandel τ² (statsmodels' "dl" does not truncate a negative τ² at
+    0), normal CI. One usable table: its own estimate and t-interval. Rows: arm, endpoint,
+    endpoint_label, tables (used), tables_left_out, effect, ci_low, ci_high (test units), tau2.
+    """
+    plan = _plan(plan)
+    out = []
+    keys = list(dict.fromkeys((r["arm"], r["endpoint"]) for r in rows))
+    for arm, endpoint in keys:
+        group = [r for r in rows if (r["arm"], r["endpoint"]) == (arm, endpoint)]
+        usable = [r for r in group if r["n"] >= 2 and float(np.var(r["differences"])) > 0]
+        result = {"arm": arm, "endpoint": endpoint,
+                  "endpoint_label": shared_endpoint_label(group),
+                  "tables": [r["dataset"] for r in usable],
+                  "tables_left_out": [r["dataset"] for r in group if r not in usable],
+                  "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "tau2": math.nan}
+        if len(usable) == 1:
+            only = usable[0]
+            result.update(effect=only["effect"], ci_low=only["ci_low"], ci_high=only["ci_high"])
+        elif usable:
+            effects = np.array([r["effect"] for r in usable])
+            variances = np.array([np.var(r["differences"], ddof=1) / r["n"] for r in usable])
+            combined = combine_effects(effects, variances, method_re="iterated",
+                                       alpha=1.0 - plan.confidence)
+            frame = combined.summary_frame(alpha=1.0 - plan.confidence)
+            estimate_row = frame.loc["random effect"]
+            result.update(effect=float(estimate_row["eff"]), ci_low=float(estimate_row["ci_low"]),
+                          ci_high=float(estimate_row["ci_upp"]), tau2=float(combined.tau2))
+        out.append(result)
+    return out
+
+
+# ---------------------------------------------------------------- verdict sentences
+
+
+def verdict_groups(rows: list[dict], dataset: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """{label: [(arm, [endpoint labels])]} for dataset, labels in LABELS order, arms in
+    first-seen order; the structure every verdict sentence is written from."""
+    groups: dict[str, list[tuple[str, list[str]]]] = {}
+    for label in LABELS:
+        labelled = [r for r in rows if r["dataset"] == dataset and r["label"] == label]
+        arms = ordered(r["arm"] for r in labelled)
+        if arms:
+            groups[label] = [(arm, [r["endpoint_label"] for r in labelled if r["arm"] == arm])
+                             for arm in arms]
+    return groups
+
+
+def verdict(rows: list[dict], dataset: str) -> str:
+    """One sentence per dataset, from the labelled comparisons only:
+    'On D, each sparse arm against its dense twin: better: A (e1, e2); worse: ...; ...'."""
+    groups = verdict_groups(rows, dataset)
+    if not groups:
+        return (f"On {dataset}, no sparse arm was run together with its dense twin, so sparse "
+                "training was not compared.")
+    parts = [f"{label}: " + ", ".join(f"{arm} ({', '.join(endpoints)})"
+                                      for arm, endpoints in arms)
+             for label, arms in groups.items()]
+    return f"On {dataset}, each sparse arm against its dense twin: " + "; ".join(parts) + "."
