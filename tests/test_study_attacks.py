@@ -494,3 +494,34 @@ def test_default_and_full_presets_attack_at_full_strength():
         assert {"pgd", "apgd_ce", "apgd_dlr", "square"} <= set(attack.attacks)
         assert len(attack.surrogates) >= 2 and attack.linearized
     assert len(PRESETS["full"].seeds) >= 10
+
+
+# ---------------------------------------------------------------- the report's attack checks
+
+
+def _cell(dataset, arm, seed, worst_at_top, apgd, pgd):
+    attacks = [{"norm": "linf", "eps": e, "attack": a, "surrogate": "own", "scope": "all",
+                "accuracy": acc} for e in (0.1, 1.0) for a, acc in (("apgd_ce", apgd),
+                                                                     ("pgd", pgd))]
+    robust = [{"norm": "linf", "eps": 0.1, "radius": 0.1, "eps_raw": 0.5, "accuracy": 0.8},
+              {"norm": "linf", "eps": 1.0, "radius": 1.0, "eps_raw": 5.0,
+               "accuracy": worst_at_top}]
+    return {"dataset": dataset, "arm": arm, "seed": seed, "attacks": attacks, "robust": robust,
+            "mutable_features": 4}
+
+
+def test_attack_strength_checks_flag_with_their_numbers():
+    from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
+
+    cells = [_cell("good", "dense", s, 0.0, 0.30, 0.40) for s in range(2)]
+    cells += [_cell("weak", "dense", 0, 0.10, 0.50, 0.40), _cell("weak", "dense", 1, 0.20, 0.5, 0.4)]
+    lines, warnings = attack_strength_checks(cells)
+    text = "\n".join(lines)
+    assert "| good | L∞ | 1 | dense | 0.000 | ok |" in text
+    assert "| weak | L∞ | 1 | dense | 0.150 | FLAG |" in text  # mean over the seeds
+    assert "| good | L∞ | -0.100 at ε=0.1 | 0/4 | ok |" in text
+    assert "| weak | L∞ | +0.100 at ε=0.1 | 4/4 | FLAG |" in text
+    assert len(warnings) == 2 and all("weak" in w for w in warnings)
+    section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
+                                                     "perturb_categorical": False}))
+    assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section

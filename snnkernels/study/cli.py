@@ -127,12 +127,13 @@ def resolve_config(args):
 
 
 def _check_threat_model(attack, name, table) -> None:
-    """--immutable names a column of every table; --perturb-categorical on a table without
-    one-hot groups does nothing (a warning)."""
-    from .threat_model import ThreatModelError, has_categorical, column_indices
+    """--immutable names a column of every table and leaves something to attack;
+    --perturb-categorical on a table without one-hot groups does nothing (a warning)."""
+    from .threat_model import ThreatModelError, has_categorical, mutable_features
 
     try:
-        column_indices(table.feature_names, table.feature_kinds, attack.immutable)
+        mutable_features(table.feature_names, table.feature_kinds, attack.immutable,
+                         attack.perturb_categorical)
     except ThreatModelError as e:
         raise UsageError(f"{e} (table {name!r})") from None
     if attack.perturb_categorical and not has_categorical(table.feature_kinds):

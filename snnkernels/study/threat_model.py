@@ -60,13 +60,9 @@ class ThreatModel:
                    ) -> "ThreatModel":
         """The study's threat model on one split (see the module docstring). Raises
         ThreatModelError naming an `immutable` column the table does not have."""
-        names = list(split.feature_names or [])
         kinds = list(split.feature_kinds or [])
-        mutable = np.array([k != BINARY and (perturb_categorical or not k.startswith(ONEHOT))
-                            for k in kinds])
-        sources = column_indices(names, kinds, immutable)
-        for c in immutable:
-            mutable[sources[c]] = False
+        mutable = mutable_features(split.feature_names or [], kinds, immutable,
+                                   perturb_categorical)
         lower, upper = np.asarray(split.lower, np.float32), np.asarray(split.upper, np.float32)
         # a level never seen in training has a one-point range: it stays as it is
         seen = upper > lower
@@ -155,6 +151,22 @@ def _onehot_groups(kinds) -> dict:
         if kind.startswith(ONEHOT):
             groups.setdefault(kind, []).append(j)
     return {k: np.array(v) for k, v in groups.items()}
+
+
+def mutable_features(names, kinds, immutable=(), perturb_categorical: bool = False
+                     ) -> np.ndarray:
+    """bool [F]: which features the attacker may change (module docstring). Raises
+    ThreatModelError naming an unknown `immutable` column, or when nothing is left to change."""
+    mutable = np.array([k != BINARY and (perturb_categorical or not k.startswith(ONEHOT))
+                        for k in kinds], dtype=bool)
+    sources = column_indices(names, kinds, immutable)
+    for c in immutable:
+        mutable[sources[c]] = False
+    if not mutable.any():
+        raise ThreatModelError("no feature is left for the attacks to change (binary and one-hot "
+                               "features are immutable unless --perturb-categorical; see also "
+                               "--immutable)")
+    return mutable
 
 
 def column_indices(names, kinds, immutable) -> dict:
