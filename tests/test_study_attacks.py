@@ -525,3 +525,20 @@ def test_attack_strength_checks_flag_with_their_numbers():
     section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
                                                      "perturb_categorical": False}))
     assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section
+
+
+def test_view_remembers_misclassified_points_inside_the_ball_only():
+    model = nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model.bias.zero_()
+    frame = PerturbationFrame(np.array([[0.5], [0.5]], np.float32), (1.0,))
+    view = attack_view(model, frame=frame)
+    view.track(np.array([1, 1]), "linf")
+    u = torch.from_numpy(frame.encode())
+    u[0, 0], u[1, 0] = -0.9, -1.5  # row 0: x = -0.4, wrong, in the ball; row 1: outside it
+    view(u)
+    assert list(view.witness) == [0] and view.witness[0][0] == pytest.approx(-0.9)
+    u[0, 0] = -0.95
+    view(u)
+    assert view.witness[0][0] == pytest.approx(-0.9)  # the first one found is kept

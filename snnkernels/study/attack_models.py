@@ -151,11 +151,35 @@ class AttackView(nn.Module):
         self.eot_samples = eot_samples if is_rate_encoded(model) else 1
         self.frame, self.image = frame, image
         self._stateful = _has_state(model)
+        self._labels, self.witness = None, {}
         # memo: remember the logits of every row seen without grad. ART's Square evaluates
         # each point three times (the whole batch to find survivors, the current points' loss
         # again, then the proposals): with the memo only the proposals cost a forward. Only for
         # deterministic models (not rate-encoded, no state), where a row's logits are fixed.
         self._memo = {} if memo and not self._stateful and not is_rate_encoded(model) else None
+
+    def track(self, labels: np.ndarray, norm: str) -> None:
+        """From now on remember, per frame row, the first input this view sees misclassified
+        (label != labels[row]) inside the frame's ball: `witness` {row: u}. ART's APGD returns
+        its last iterate, not its best one (Croce & Hein's reference returns any misclassified
+        iterate), so an example broken on the way could be lost; the caller keeps the witness.
+        Not for rate-encoded models: one draw's verdict is not the scored mean's."""
+        self.witness = {}
+        if is_rate_encoded(self.model):
+            return
+        self._labels = torch.as_tensor(labels)
+        self._norm = norm
+
+    def _remember(self, u, logits, finite) -> None:
+        with torch.no_grad():
+            u = u.detach().cpu()
+            rows = (torch.round(u[:, -1] / self.frame.TAG).long() - 1).clamp(0, len(self.frame) - 1)
+            step = u[:, :-1]
+            size = step.abs().amax(1) if self._norm == "linf" else step.norm(dim=1)
+            hit = ((logits.detach().cpu().argmax(1) != self._labels[rows]) & (size <= 1 + 1e-5)
+                   & finite.cpu()[:, 0])
+            for i in torch.nonzero(hit).flatten().tolist():
+                self.witness.setdefault(int(rows[i]), u[i].numpy().copy())
 
     def reseed(self, seed: int) -> None:
         if is_rate_encoded(self.model):
@@ -177,6 +201,7 @@ class AttackView(nn.Module):
         # ART's L2 Square proposes NaN rows (0 / 0) at times; a spiking model reads NaN as "no
         # spike" and would score them as valid points, so they get NaN logits, never accepted
         finite = torch.isfinite(x).all(1, keepdim=True)
+        u = x
         if self.frame is not None:
             x = self.frame.decode(torch.nan_to_num(x))
         if self._stateful:
@@ -186,6 +211,8 @@ class AttackView(nn.Module):
         if self.eot_samples > 1:
             logits = logits.view(self.eot_samples, n, -1).mean(0)
         logits = logits - logits.mean(1, keepdim=True)
+        if self._labels is not None and self.frame is not None:
+            self._remember(u, logits, finite)
         return torch.where(finite, logits, torch.full_like(logits, float("nan")))
 
 

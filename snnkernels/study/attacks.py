@@ -368,6 +368,7 @@ def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed)
                        image=image, memo=attack == "square")
     _seed_all(seed)
     view.reseed(seed)
+    view.track(y, norm)
     if attack == "square" and norm == "l2":
         return random_search_l2(view, u, y, config.square_queries, seed)
     art_input = image.to_image(u) if image is not None else u
@@ -392,7 +393,10 @@ def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed)
                            nb_restarts=1, **common)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         adv = art.generate(art_input, y=y)
-    return image.features(adv) if image is not None else adv
+    adv = np.array(image.features(adv) if image is not None else adv)
+    for row, u_row in view.witness.items():  # an example broken on the way stays broken
+        adv[row] = u_row
+    return adv
 
 
 def _device(module: nn.Module) -> torch.device:
