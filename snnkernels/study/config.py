@@ -18,9 +18,17 @@ from .data import FULL
 from .train import TrainConfig
 
 DEFAULT_DATASETS = ("breast_cancer", "wine", "digits")
-# Sizes, from per-cell times with AttackConfig's defaults (100 examples ... ) on one core
-SIZING_PLACEHOLDER = None
+# Preset sizes, from per-cell times with AttackConfig's attacks on one core of this project's
+# 2-core CPU (CPU seconds, so contention from other processes does not inflate them). One seed
+# of the default tables with 40 examples per cell: about 310 s for 27 cells (breast_cancer and
+# wine ~10 s a cell, digits ~15 s, the attacks ~8.7 s of that; start-up, report and figures
+# ~20 s a run). Attack time grows about linearly with the examples attacked, so 30 examples
+# give ~250 s a seed and 3 seeds ~12.5 minutes: inside the default's 15 with room for a slower
+# machine. The full preset adds telescope, adult and bio (training on <= 12,000 rows ~9-10 s a
+# cell, attacks on 6 to 74 mutable features ~6-10 s): ~85 s a seed-arm across the 6 tables,
+# 10 seeds x 9 arms ~2.1 hours of the 3 allowed.
 DEFAULT_SEEDS = 3
+DEFAULT_MAX_EXAMPLES = 30
 FULL_SEEDS = 10
 
 
@@ -74,7 +82,8 @@ PRESETS = {
         max_rows=300),
     # The README's main command: <= 15 minutes on a 2-core CPU. DEFAULT_SEEDS below.
     "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
-                           seeds=tuple(range(DEFAULT_SEEDS))),
+                           seeds=tuple(range(DEFAULT_SEEDS)),
+                           attack=AttackConfig(max_examples=DEFAULT_MAX_EXAMPLES)),
     # >= 10 seeds for the statistics; <= 3 hours on the same CPU (FULL_SEEDS below).
     "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
                         seeds=tuple(range(FULL_SEEDS)), max_rows=20000),
