@@ -525,6 +525,9 @@ def test_attack_strength_checks_flag_with_their_numbers():
     section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
                                                      "perturb_categorical": False}))
     assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section
+    assert "below the study's full strength" not in section
+    weak = "\n".join(threat_model_section(cells, {"apgd_steps": 5, "square_queries": 1000}))
+    assert "below the study's full strength (apgd_steps 5 < 100)" in weak
 
 
 def test_view_remembers_misclassified_points_inside_the_ball_only():

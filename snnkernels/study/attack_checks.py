@@ -10,6 +10,8 @@ from statistics import mean, median
 # deviation per feature) it should leave almost nothing.
 MAX_WORST_CASE_AT_LARGEST_EPS = 0.05
 NORM_LABELS = {"linf": "L∞", "l2": "L2"}
+# The attack budgets below which a run's attacks are called weak (the quick preset's are).
+FULL_STRENGTH = {"apgd_steps": 100, "apgd_restarts": 3, "square_queries": 1000}
 
 
 def _table(headers, rows) -> list[str]:
@@ -107,5 +109,10 @@ def threat_model_section(cells: list[dict], attack: dict) -> list[str]:
                      f"{median(radius):.3g}" if radius else "n/a",
                      f"{median(raw):.3g}" if raw else "n/a",
                      f"{median(mutable):g}" if mutable else "n/a"])
+    weak = [f"{key} {attack[key]} < {least}" for key, least in FULL_STRENGTH.items()
+            if isinstance(attack.get(key), int) and attack[key] < least]
+    if weak:
+        text += (" These attacks are below the study's full strength (" + ", ".join(weak)
+                 + "): a smoke test, not evidence of robustness.")
     return [text, ""] + _table(["dataset", "norm", "ε (std units)", "radius (std units)",
                                 "ε (raw units, median feature)", "mutable features"], rows)

@@ -70,7 +70,7 @@ def _jsonable(obj):
 PRESETS = {
     # End to end in well under a minute: the tests run it. Its attacks are far weaker than the
     # other presets' (few steps, no restarts, 20 gradient-free queries): a smoke test only,
-    # and the report's configuration says so.
+    # and the report says so (attack_checks.FULL_STRENGTH).
     "quick": StudyConfig(
         preset="quick", datasets=("breast_cancer",),
         arms=("dense_fast_sigmoid", "topk_5", "aw_0.2", "mlp"), seeds=(0, 1),
