@@ -168,6 +168,7 @@ class AttackView(nn.Module):
         if is_rate_encoded(self.model):
             return
         self._labels = torch.as_tensor(labels)
+        self._found = torch.zeros(len(self.frame), dtype=torch.bool)
         self._norm = norm
 
     def _remember(self, u, logits, finite) -> None:
@@ -177,9 +178,11 @@ class AttackView(nn.Module):
             step = u[:, :-1]
             size = step.abs().amax(1) if self._norm == "linf" else step.norm(dim=1)
             hit = ((logits.detach().cpu().argmax(1) != self._labels[rows]) & (size <= 1 + 1e-5)
-                   & finite.cpu()[:, 0])
+                   & finite.cpu()[:, 0] & ~self._found[rows])
             for i in torch.nonzero(hit).flatten().tolist():
-                self.witness.setdefault(int(rows[i]), u[i].numpy().copy())
+                if not self._found[rows[i]]:
+                    self._found[rows[i]] = True
+                    self.witness[int(rows[i])] = u[i].numpy().copy()
 
     def reseed(self, seed: int) -> None:
         if is_rate_encoded(self.model):
