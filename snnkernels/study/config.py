@@ -19,6 +19,18 @@ from .endpoints import AnalysisPlan
 from .train import TrainConfig
 
 DEFAULT_DATASETS = ("breast_cancer", "wine", "digits")
+# Preset sizes, from per-cell times with AttackConfig's attacks on one core of this project's
+# 2-core CPU (CPU seconds, so contention from other processes does not inflate them). One seed
+# of the default tables with 40 examples per cell: about 310 s for 27 cells (breast_cancer and
+# wine ~10 s a cell, digits ~15 s, the attacks ~8.7 s of that; start-up, report and figures
+# ~20 s a run). Attack time grows about linearly with the examples attacked, so 30 examples
+# give ~250 s a seed and 3 seeds ~12.5 minutes: inside the default's 15 with room for a slower
+# machine. The full preset adds telescope, adult and bio (training on <= 12,000 rows ~9-10 s a
+# cell, attacks on 6 to 74 mutable features ~6-10 s): ~85 s a seed-arm across the 6 tables,
+# 10 seeds x 9 arms ~2.1 hours of the 3 allowed.
+DEFAULT_SEEDS = 3
+DEFAULT_MAX_EXAMPLES = 30
+FULL_SEEDS = 10
 
 
 @dataclass(frozen=True)
@@ -61,19 +73,23 @@ def _jsonable(obj):
 
 
 PRESETS = {
-    # End to end in well under a minute: the tests run it.
+    # End to end in well under a minute: the tests run it. Its attacks are far weaker than the
+    # other presets' (few steps, no restarts, 20 gradient-free queries): a smoke test only,
+    # and the report says so (attack_checks.FULL_STRENGTH).
     "quick": StudyConfig(
         preset="quick", datasets=("breast_cancer",),
         arms=("dense_fast_sigmoid", "topk_5", "aw_0.2", "mlp"), seeds=(0, 1),
         model=ModelConfig(hidden=(32, 32), T=8),
         train=TrainConfig(epochs=12, patience=4),
-        attack=AttackConfig(eps_linf=(0.1, 5.0), eps_l2=(0.5, 20.0), pgd_steps=5,
-                            apgd_steps=5, square_queries=20, max_examples=60,
+        attack=AttackConfig(eps_linf=(0.1, 5.0), eps_l2=(0.1, 5.0), pgd_steps=5, pgd_restarts=1,
+                            apgd_steps=5, apgd_restarts=1, square_queries=20, max_examples=60,
                             surrogates=(G.atan(alpha=10),)),
         max_rows=300),
-    # The README's main command: <= 15 minutes on a 2-core CPU.
+    # The README's main command: <= 15 minutes on a 2-core CPU. DEFAULT_SEEDS below.
     "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
-                           seeds=(0, 1, 2)),
+                           seeds=tuple(range(DEFAULT_SEEDS)),
+                           attack=AttackConfig(max_examples=DEFAULT_MAX_EXAMPLES)),
+    # >= 10 seeds for the statistics; <= 3 hours on the same CPU (FULL_SEEDS below).
     "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
-                        seeds=(0, 1, 2, 3, 4), max_rows=20000),
+                        seeds=tuple(range(FULL_SEEDS)), max_rows=20000),
 }

@@ -43,6 +43,9 @@ METRICS = ("accuracy", "balanced_accuracy")
 MAX_CATEGORY_LEVELS = 50
 MISSING_LEVEL = "<missing>"
 OTHER_LEVEL = "<other>"
+# Kinds of feature column (Table.feature_kinds): a one-hot column's kind is ONEHOT + its source
+# column, so the columns of one categorical feature share one kind.
+CONTINUOUS, BINARY, ONEHOT = "continuous", "binary", "onehot:"
 
 # Rarest class smaller than this fraction of the most common class -> report balanced accuracy,
 # since plain accuracy would reward predicting the majority (bio: 1,296 vs 144,455 rows).
@@ -76,6 +79,9 @@ class Table:
     class_names[i]. metric is how to score predictions: "accuracy", or "balanced_accuracy" for
     imbalanced sets. groups: None, or an int64 group id per row: rows of one group are related
     (bio: one protein's candidates) and `make_split` keeps each group in one part.
+    feature_kinds: per column, CONTINUOUS, BINARY (only 0/1 values) or ONEHOT + the source
+    column ("onehot:color" for every "color=level" column); None infers CONTINUOUS / BINARY from
+    the values. The attacks' threat model reads it (threat_model.py).
     """
 
     name: str
@@ -85,6 +91,7 @@ class Table:
     class_names: list[str]
     metric: str
     groups: np.ndarray | None = None
+    feature_kinds: list[str] | None = None
 
     def __post_init__(self):
         # Catch a malformed Table where it is built, not deep inside training.
@@ -105,6 +112,12 @@ class Table:
                                             and self.groups.dtype == np.int64):
             raise DataError(f"Table {self.name!r}: groups must be None or an int64 array with one "
                             f"group id per row")
+        if self.feature_kinds is None:
+            self.feature_kinds = _numeric_kinds(self.X)
+        if len(self.feature_kinds) != self.X.shape[1] or not all(
+                k in (CONTINUOUS, BINARY) or k.startswith(ONEHOT) for k in self.feature_kinds):
+            raise DataError(f"Table {self.name!r}: feature_kinds must give one of "
+                            f"{CONTINUOUS!r}, {BINARY!r}, '{ONEHOT}<column>' per column of X")
 
     @property
     def num_features(self) -> int:
@@ -122,6 +135,8 @@ class Split:
     X_* are float32 (x - mean) / std, y_* int64 labels. mean and std (float32 [F]) come from the
     train rows only; std of a column that is constant on the train rows is 1. The *_rows fields
     are the row numbers of each part in the Table it came from (each part sorted ascending).
+    lower / upper: each column's min / max over the train rows, standardized (the feature's
+    training range, the box adversarial examples are clipped to); feature_kinds: the Table's.
     """
 
     X_train: np.ndarray
@@ -137,6 +152,9 @@ class Split:
     train_rows: np.ndarray | None = field(default=None, repr=False)
     val_rows: np.ndarray | None = field(default=None, repr=False)
     test_rows: np.ndarray | None = field(default=None, repr=False)
+    lower: np.ndarray | None = field(default=None, repr=False)
+    upper: np.ndarray | None = field(default=None, repr=False)
+    feature_kinds: list[str] | None = field(default=None, repr=False)
 
     @property
     def num_features(self) -> int:
@@ -215,8 +233,8 @@ def _load_telescope(path: Path) -> Table:
     _require_columns(frame, ["Class"], path)
     # SPEC: the label is Class == "g" (gamma, the signal); hadrons ("h") are class 0.
     y = (frame["Class"].astype(str) == "g").to_numpy(dtype=np.int64)
-    X, names = _encode_features(frame.drop(columns=["Class"]), quiet=True)
-    return Table("telescope", X, y, names, ["h", "g"], _choose_metric(y))
+    X, names, kinds = _encode_features(frame.drop(columns=["Class"]), quiet=True)
+    return Table("telescope", X, y, names, ["h", "g"], _choose_metric(y), feature_kinds=kinds)
 
 
 def _load_adult(path: Path) -> Table:
@@ -349,8 +367,8 @@ def _table_from_frame(frame, target: str, name: str, *, quiet: bool = False,
     features = frame.drop(columns=[target] + ([group] if group is not None else []))
     if features.shape[1] == 0:
         raise DataError(f"no feature columns besides target {target!r}")
-    X, feature_names = _encode_features(features, quiet=quiet)
-    return Table(name, X, y, feature_names, class_names, _choose_metric(y), groups)
+    X, feature_names, kinds = _encode_features(features, quiet=quiet)
+    return Table(name, X, y, feature_names, class_names, _choose_metric(y), groups, kinds)
 
 
 def _encode_target(column, target: str) -> tuple[np.ndarray, list[str]]:
@@ -373,8 +391,9 @@ def _encode_target(column, target: str) -> tuple[np.ndarray, list[str]]:
     return y.astype(np.int64), class_names
 
 
-def _encode_features(frame, *, quiet: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Numeric columns as they are (NaN -> column median), the others one-hot encoded."""
+def _encode_features(frame, *, quiet: bool = False) -> tuple[np.ndarray, list[str], list[str]]:
+    """Numeric columns as they are (NaN -> column median), the others one-hot encoded; returns
+    (X, names, feature_kinds) (see Table)."""
     import pandas as pd
 
     frame = frame.rename(columns=str)
@@ -385,7 +404,7 @@ def _encode_features(frame, *, quiet: bool = False) -> tuple[np.ndarray, list[st
         if frame.shape[1] == 0:
             raise DataError("no feature column has any values")
 
-    blocks, names, imputed, encoded = [], [], [], []
+    blocks, names, kinds, imputed, encoded = [], [], [], [], []
     for column in frame.columns:
         series = frame[column]
         if pd.api.types.is_numeric_dtype(series):  # includes bool
@@ -399,10 +418,12 @@ def _encode_features(frame, *, quiet: bool = False) -> tuple[np.ndarray, list[st
                 imputed.append(f"{column!r} ({int(missing.sum())})")
             blocks.append(values[:, None])
             names.append(column)
+            kinds += _numeric_kinds(values[:, None])
         else:
             onehot, levels, note = _one_hot(series)
             blocks.append(onehot)
             names.extend(f"{column}={level}" for level in levels)
+            kinds.extend([ONEHOT + column] * len(levels))
             encoded.append(f"{column!r} ({note})")
 
     if imputed:
@@ -414,7 +435,13 @@ def _encode_features(frame, *, quiet: bool = False) -> tuple[np.ndarray, list[st
     if not np.isfinite(X).all():  # float64 values beyond float32's range
         bad = sorted({names[j] for j in np.nonzero(~np.isfinite(X))[1]})
         raise DataError(f"feature column(s) {_names(bad)} have values too large for float32")
-    return X, names
+    return X, names, kinds
+
+
+def _numeric_kinds(X: np.ndarray) -> list[str]:
+    """BINARY for a column whose values are all 0 or 1 (bool columns too), else CONTINUOUS."""
+    binary = ((X == 0) | (X == 1)).all(axis=0)
+    return [BINARY if b else CONTINUOUS for b in binary]
 
 
 def _one_hot(series) -> tuple[np.ndarray, list[str], str]:
@@ -501,12 +528,16 @@ def make_split(table: Table, seed: int, *, val_fraction: float = 0.2, test_fract
     def standardize(part):
         return ((table.X[part] - mean) / std).astype(np.float32)
 
-    return Split(X_train=standardize(train), y_train=table.y[train],
+    X_train_std = standardize(train)
+
+    return Split(X_train=X_train_std, y_train=table.y[train],
                  X_val=standardize(val), y_val=table.y[val],
                  X_test=standardize(test), y_test=table.y[test],
                  mean=mean.astype(np.float32), std=std.astype(np.float32),
                  feature_names=list(table.feature_names), class_names=list(table.class_names),
-                 train_rows=train, val_rows=val, test_rows=test)
+                 train_rows=train, val_rows=val, test_rows=test,
+                 lower=X_train_std.min(axis=0), upper=X_train_std.max(axis=0),
+                 feature_kinds=list(table.feature_kinds))
 
 
 def _stratified_subsample(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,6 +21,7 @@ import os
 
 from snnkernels.study.atomic import write_text as atomic_write_text
 from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
+from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
 from snnkernels.study.stats import (
     Estimate,
     comparisons,
@@ -55,8 +56,8 @@ SANITY_MAX_ROBUST_AT_LARGEST_EPS = 0.2
 # Gradient-free/transfer attacks beating the white-box ones, or robust accuracy rising with eps,
 # by more than this (mean over seeds) points at a broken attack or masked gradients.
 SANITY_MARGIN = 0.05
-WHITE_BOX_ATTACKS = {"fgsm", "pgd", "apgd_ce"}
-BLACK_BOX_ATTACKS = {"square", "transfer_dense", "transfer_mlp"}
+WHITE_BOX_ATTACKS = {"fgsm", "pgd", "apgd_ce", "apgd_dlr"}
+BLACK_BOX_ATTACKS = {"square", "random_search", "transfer_dense", "transfer_mlp"}
 SUSPICION = "attack may be broken / gradient masking suspected for arm"
 
 
@@ -456,6 +457,10 @@ def render_report(cells: list[dict], config: dict, environment: dict,
         sanity if rows else "(no finished cells)", "",
     ]
     out += [f"- **{w}**" for w in warnings] or ["No arm was flagged."]
+    strength, strength_warnings = attack_strength_checks(cells)
+    out += ["", "### Attack strength", ""] + strength + [""]
+    out += [f"- **{w}**" for w in strength_warnings] or ["No attack-strength check was flagged."]
+    out += ["", "## Threat model", ""] + threat_model_section(cells, config.get("attack", {}))
     out += ["", "## Configuration", "", _json_block(config), "",
             "## Environment", "", _json_block(environment), ""]
     return "\n".join(out)

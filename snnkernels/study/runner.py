@@ -19,6 +19,7 @@ from .attacks import evaluate_robustness
 from .config import StudyConfig
 from .data import Split, Table, make_split
 from . import mechanism as M
+from .threat_model import ThreatModel
 from . import train as T
 
 MLP = "mlp"
@@ -134,17 +135,20 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         "activation_bytes": saved,  # one training step on a batch of batch_size
         "peak_memory_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
     }
-    attack_rows, robust_rows, _ = evaluate_robustness(
-        model, X_te, y_te, config.attack, transfer_sources=sources, seed=cell.seed,
-        progress=lambda s: progress(f"attack {s}"), metric=table.metric)
+    threat = ThreatModel.from_split(split, config.attack.immutable,
+                                    config.attack.perturb_categorical)
+    robustness = evaluate_robustness(
+        model, X_te, y_te, config.attack, threat=threat, transfer_sources=sources,
+        seed=cell.seed, progress=lambda s: progress(f"attack {s}"), metric=table.metric)
     record = {
         "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
         "density": M.hidden_gradient_density(mechanism),  # measured δI density; None: MLP
         "twin": arm.twin, "metric": table.metric, "clean": clean,
         "clean_metrics": T.clean_metrics(logits, y_te), "epochs": result.epochs,
         "throughput": throughput, "spike_rates": M.spike_rates(mechanism),
-        "mechanism": mechanism, "attacks": attack_rows,
-        "robust": robust_rows, "seconds": time.perf_counter() - start,
+        "mechanism": mechanism, "attacks": robustness["attacks"],
+        "robust": robustness["robust"], "broken_by": robustness["broken_by"],
+        "mutable_features": threat.n_mutable, "seconds": time.perf_counter() - start,
     }
     return record, model
 
