@@ -14,8 +14,8 @@ Attacks, per norm, in this order:
    of config.surrogates (other shapes and sharpness than the model's: a dead or flat surrogate
    cannot hide an adversarial example from all of them), the gradient-free attack (ART's Square
    for L-inf; for L2 a tabular random search, see random_search_l2) and PGD transfer attacks
-   crafted on other models;
-3. "linearized": PGD through the straight-through estimator (sigma' = 1, BPDA with the identity,
+   (one start, from the clean point) crafted on other models;
+3. "linearized": PGD (one start, from the clean point) through the straight-through estimator (sigma' = 1, BPDA with the identity,
    Athalye et al. 2018) on every pair, reported in its own rows and NOT part of the worst case:
    its input gradient does not depend on the input, so it shows what a linear model of the
    network finds, a diagnostic rather than an attack on the spiking model.
@@ -66,9 +66,10 @@ class AttackConfig:
     fast_sigmoid(slope=3), far smoother than every arm's (fast_sigmoid(25), atan(2),
     spike_rate_escape(1, 25)), reaching neurons far from threshold; atan(alpha=10), far sharper.
     Their cost is held down by attacking, after the first two, only the (eps, example) pairs
-    still unbroken, by a 4-point grid and by max_examples = 40 (binomial standard error of one
-    cell's robust accuracy <= 8 points; the seeds average it down): sized so the default preset
-    fits its 15 minutes, see config.py. surrogate_restarts: APGD-CE starts per extra
+    still unbroken, and by a 4-point grid: on these small models an attack's time is mostly
+    per-iteration overhead, nearly the same for 30 or 100 rows, so it is the number of ART
+    calls and iterations that sizes the presets (config.py). max_examples = 40: binomial
+    standard error of one cell's robust accuracy <= 8 points; the seeds average it down. surrogate_restarts: APGD-CE starts per extra
     surrogate (one: each only mops up what the model's own surrogate missed).
 
     eps_linf: per-feature bound, standardized units. eps_l2: the L2 radius divided by sqrt(F),
@@ -236,7 +237,8 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
                 ok = np.ones_like(alive[norm])
                 if len(frame):
                     u_adv = _run_art(target, s, attack, frame, y_ok[frame.example], norm,
-                                     config, n_classes, _derive(seed, norm, name, label))
+                                     config, n_classes, _derive(seed, norm, name, label),
+                                     restarts=target is model and attack == "pgd")
                     x_adv = frame.adversarial(u_adv)
                     for k, r in enumerate(radii[norm]):
                         on = frame.point == k
@@ -356,9 +358,12 @@ def _n_classes(model: nn.Module, x: np.ndarray) -> int:
         return int(view(torch.as_tensor(x, device=_device(view))).shape[1])
 
 
-def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed) -> np.ndarray:
+def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed, *,
+             restarts: bool = True) -> np.ndarray:
     """One attack on the attack view of `target` over the rows of `frame` (eps = 1 in its
-    units); returns the adversarial stack in the frame."""
+    units); returns the adversarial stack in the frame. restarts=False: PGD starts once, from
+    the clean point (transfer and linearized attacks: a diagnostic each, not the search for
+    the worst case that the white-box PGD's random restarts are)."""
     from art.attacks.evasion import (AutoProjectedGradientDescent, ProjectedGradientDescent,
                                      SquareAttack)
 
@@ -380,7 +385,8 @@ def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed)
     if attack in ("pgd", LINEARIZED):  # step 2.5 eps / steps (Madry et al. 2018)
         art = ProjectedGradientDescent(classifier, eps=1.0, eps_step=2.5 / config.pgd_steps,
                                        max_iter=config.pgd_steps,
-                                       num_random_init=config.pgd_restarts, **common)
+                                       num_random_init=config.pgd_restarts if restarts else 0,
+                                       **common)
     elif attack in ("apgd_ce", "apgd_dlr"):  # first step 2 eps as in Croce & Hein 2020
         art = AutoProjectedGradientDescent(
             classifier, eps=1.0, eps_step=2.0, max_iter=config.apgd_steps,

@@ -19,17 +19,16 @@ from .endpoints import AnalysisPlan
 from .train import TrainConfig
 
 DEFAULT_DATASETS = ("breast_cancer", "wine", "digits")
-# Preset sizes, from per-cell times with AttackConfig's attacks on one core of this project's
-# 2-core CPU (CPU seconds, so contention from other processes does not inflate them). One seed
-# of the default tables with 40 examples per cell: about 310 s for 27 cells (breast_cancer and
-# wine ~10 s a cell, digits ~15 s, the attacks ~8.7 s of that; start-up, report and figures
-# ~20 s a run). Attack time grows about linearly with the examples attacked, so 30 examples
-# give ~250 s a seed and 3 seeds ~12.5 minutes: inside the default's 15 with room for a slower
-# machine. The full preset adds telescope, adult and bio (training on <= 12,000 rows ~9-10 s a
-# cell, attacks on 6 to 74 mutable features ~6-10 s): ~85 s a seed-arm across the 6 tables,
-# 10 seeds x 9 arms ~2.1 hours of the 3 allowed.
+# Preset sizes, from CPU seconds (one thread, so other processes' load inflates them little) of
+# AttackConfig's attacks on this project's 2-core CPU. An attack's time is mostly per-iteration
+# overhead, nearly independent of the 30 to 100 rows attacked, so the seeds are what the budget
+# buys. One seed of the default tables (27 cells): ~354 s, ~12-13 s a cell (breast_cancer and
+# wine ~11, digits ~15; training and cost measurement ~2 of that), start-up and report ~20 s.
+# 3 seeds: ~17 minutes measured on a loaded machine, ~12-14 on an idle one (the earlier, weaker
+# attacks ran 1.2-1.4x faster idle than measured loaded): the most seeds that fit 15 minutes.
+# The full preset adds telescope, adult and bio at ~21-23 s a cell (their training, ~9-10 s, plus
+# these attacks on 6 to 74 mutable features): ~945 s a seed for 54 cells, 10 seeds ~2.6 hours.
 DEFAULT_SEEDS = 3
-DEFAULT_MAX_EXAMPLES = 30
 FULL_SEEDS = 10
 
 
@@ -87,8 +86,7 @@ PRESETS = {
         max_rows=300),
     # The README's main command: <= 15 minutes on a 2-core CPU. DEFAULT_SEEDS below.
     "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
-                           seeds=tuple(range(DEFAULT_SEEDS)),
-                           attack=AttackConfig(max_examples=DEFAULT_MAX_EXAMPLES)),
+                           seeds=tuple(range(DEFAULT_SEEDS))),
     # >= 10 seeds for the statistics; <= 3 hours on the same CPU (FULL_SEEDS below).
     "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
                         seeds=tuple(range(FULL_SEEDS)), max_rows=20000),
