@@ -42,7 +42,8 @@ REPORT_MD = "report.md"
 
 CSV_COLUMNS = [
     "dataset", "arm", "seed", "family", "density", "twin", "metric",
-    "attack", "norm", "eps", "surrogate", "accuracy", "clean", "epochs", "seconds",
+    "attack", "norm", "eps", "radius", "scope", "surrogate", "accuracy", "clean", "epochs",
+    "seconds",
     "train_samples_per_s", "infer_samples_per_s", "backward_share", "activation_bytes",
     "peak_memory_bytes", "spike_rate_mean", "spike_rates",
 ]
@@ -90,11 +91,13 @@ def results_rows(cells: list[dict]) -> list[dict]:
                      "surrogate": None, "accuracy": cell.get("clean")})
         for attack in cell.get("attacks", []):
             rows.append({**common, "attack": attack["attack"], "norm": attack["norm"],
-                         "eps": attack["eps"], "surrogate": attack.get("surrogate"),
+                         "eps": attack["eps"], "radius": attack.get("radius"),
+                         "scope": attack.get("scope"), "surrogate": attack.get("surrogate"),
                          "accuracy": attack["accuracy"]})
         for robust in cell.get("robust", []):
             rows.append({**common, "attack": WORST_CASE_ATTACK, "norm": robust["norm"],
-                         "eps": robust["eps"], "surrogate": None,
+                         "eps": robust["eps"], "radius": robust.get("radius"),
+                         "scope": "worst_case", "surrogate": None,
                          "accuracy": robust["accuracy"]})
     return rows
 
