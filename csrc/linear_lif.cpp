@@ -13,7 +13,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include "cpu/readout.h"
 #include "event_linear.h"
 #include "lif_checks.h"
 #include "lif_forward_in_place.h"
@@ -118,31 +117,6 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   return {spk, mem, pre, event_flag(event, x)};
 }
 
-// linear_lif_forward (without the mask arguments) whose spikes feed a narrow readout layer
-// (readout_weight [C, N], readout_bias [C] or None): also returns the readout's current
-// [T * B, C], summed from each step's spikes inside the LIF kernel (cpu/readout.h). CPU only.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_lif_readout_forward(
-    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-    int64_t /*surrogate*/, double /*p0*/, double /*p1*/, int64_t reset, bool reset_delay,
-    const at::Tensor& readout_weight, const c10::optional<at::Tensor>& readout_bias) {
-  check_linear_shapes(x, weight);
-  const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
-  TORCH_CHECK(narrow_layer(x, readout_weight.size(0)) && readout_weight.dim() == 2 &&
-                  readout_weight.size(0) >= 1 && readout_weight.size(1) == n && n >= 1 &&
-                  readout_weight.is_contiguous() &&
-                  readout_weight.scalar_type() == x.scalar_type(),
-              "snnkernels: linear_lif_readout_forward's readout_weight must be contiguous "
-              "[C, N = ", n, "] of x's dtype with 1 <= C <= ", kNarrowMaxWidth,
-              " and N >= 1, got ", readout_weight.sizes(), " ", readout_weight.scalar_type());
-  check_bias(readout_bias, readout_weight.size(0), x);
-  const auto [current, event] = synaptic_current(x, weight, bias);
-  auto [spk, mem, pre, readout_current] = cpu::lif_forward_in_place_with_readout(
-      current.view({steps, batch * n}), beta, threshold, graded, reset, reset_delay,
-      readout_weight, readout_bias);
-  return {spk, mem, pre, event_flag(event, x), readout_current};
-}
-
 // The forward's choice when given (its `event` output: counting x's nonzeros again took
 // 70 us of the 128 x 2 training step's backward), else the rule on x.
 bool event_driven_path(const c10::optional<at::Tensor>& event, const at::Tensor& x, int64_t n) {
@@ -197,7 +171,6 @@ void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
-  m.impl("linear_lif_readout_forward", &linear_lif_readout_forward);
   m.impl("linear_dense_backward", &linear_dense_backward);
 }
 

@@ -23,13 +23,6 @@ inline bool narrow_layer(const at::Tensor& x, int64_t neurons) {
 at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias);
 
-// Its rows [r0, r1) of out [R, N] from x [R, F] (bias may be null), for a caller that has the
-// rows of x in cache (the LIF forward that makes them, cpu/readout.h).
-void narrow_linear_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
-                        float* out, int64_t r0, int64_t r1);
-void narrow_linear_rows(const double* x, int64_t f, const double* w, int64_t n,
-                        const double* bias, double* out, int64_t r0, int64_t r1);
-
 // linear_dense_backward for the same layers: grad_x = grad W, grad_weight = grad^T x,
 // grad_bias = column sums of grad, in one pass over the rows of x and grad. The weight and bias
 // sums run over fixed blocks of rows (set by R alone), added in block order: the same bits for

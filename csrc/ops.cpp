@@ -85,27 +85,6 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
-  // linear_lif_forward without the mask arguments whose spikes feed a narrow readout layer
-  // (readout_weight [C, N], 1 <= C <= 4, readout_bias [C] or None), CPU only: also returns the
-  // readout's current, spk W_r^T + b_r as [T * B, C] (snnkernels/_readout.py).
-  m.def(
-      "linear_lif_readout_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, "
-      "Tensor threshold, Tensor graded, int surrogate, float p0, float p1, int reset, "
-      "bool reset_delay, Tensor readout_weight, Tensor? readout_bias) -> (Tensor spk, "
-      "Tensor mem, Tensor pre_reset, Tensor event, Tensor readout_current)");
-  // lif_backward (no mem0; grad_mem0 is not returned) where the spikes feed a narrow readout
-  // layer and nothing else: their gradient, readout_grad [T * B, C] (the readout's current
-  // gradient) times readout_weight [C, H] for the M = B * H neurons, is formed a row at a time
-  // inside the kernel instead of being read from a [T, M] tensor. mask 0: dense, grad_x [T, M]
-  // and values/indices/row_ptr empty; else as lif_backward_masked with compact=True. CPU only
-  // (TabularSNN's last hidden layer and readout, snnkernels/_readout.py).
-  m.def(
-      "lif_backward_readout(Tensor readout_grad, Tensor readout_weight, Tensor? grad_mem, "
-      "Tensor mem, Tensor pre_reset, Tensor beta, Tensor threshold, Tensor graded, "
-      "int surrogate, float p0, float p1, int reset, bool reset_delay, bool param_grads, "
-      "int mask=0, int row=0, int k=0, float width=0., bool temporal=False) -> "
-      "(Tensor grad_x, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded, "
-      "Tensor values, Tensor indices, Tensor row_ptr)");
   // The LIF driven by one current x [M] (contiguous) held constant over `steps` steps, CPU only:
   // computes lif_forward's spikes on x.expand(steps, M) without writing the membrane; the
   // backward recomputes it from x and returns grad_x [M], the gradient summed over the steps

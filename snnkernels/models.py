@@ -3,8 +3,7 @@
 x [B, F] -> encoder -> [T, B, F] -> (Linear -> LIF) per hidden layer -> Linear -> readout.
 Each layer runs over the whole sequence at once: one matmul on [T*B, F], then one fused LIF
 call on [T, B, H] (on the CPU one snnkernels.linear_lif call for the layers after the first,
-see SpikingLinear.from_input; the last hidden layer and a narrow readout as one autograd node,
-_readout.py). The model keeps no hidden state between calls (every forward
+see SpikingLinear.from_input). The model keeps no hidden state between calls (every forward
 starts from zero membranes), so a changed batch size, .to(device / dtype) and replicas need
 nothing special, and torch.compile(fullgraph=True) sees one graph.
 """
@@ -17,7 +16,7 @@ import numbers
 import torch
 from torch import nn
 
-from . import _args, _readout
+from . import _args
 from . import sparse as _sparse
 from .lif import lif, lif_constant
 from .linear_lif import linear_lif
@@ -156,11 +155,7 @@ class TabularSNN(nn.Module):
         else:
             spk, mem = layers[0].from_input(self._rate_encode(x))
         spikes = [spk]
-        for i, layer in enumerate(layers[1:], start=1):
-            if i == len(layers) - 2 and _readout.fusable(spikes[-1], layer, layers[-1]):
-                *last_spikes, mem = _readout.hidden_and_readout(spikes[-1], layer, layers[-1])
-                spikes += last_spikes
-                break
+        for layer in layers[1:]:
             spk, mem = layer.from_input(spikes[-1])  # one matmul on [T*B, width]
             spikes.append(spk)
         logits = spikes[-1].sum(0) if self.readout == "spike_count" else mem.mean(0)

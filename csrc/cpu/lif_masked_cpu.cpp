@@ -28,7 +28,6 @@
 
 #include "avx512.h"
 #include "lif_cpu_common.h"
-#include "readout.h"
 
 namespace snnkernels {
 namespace {
@@ -357,8 +356,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                             const c10::optional<at::Tensor>& grad_mem, const T* mem,
                             const T* pre, const T* mem0, Params params, T p0, T p1,
                             const MaskSpec& spec, MaskedOut<T> out, T* grad_mem0, T* grad_beta,
-                            T* grad_thr, T* grad_graded, int64_t steps, int64_t m,
-                            const ReadoutGrad<T>* readout) {
+                            T* grad_thr, T* grad_graded, int64_t steps, int64_t m) {
   const int64_t row = spec.row, k = spec.k;
   // Whole rows, in chunks of up to kMaxMaskedChunk neurons.
   const int64_t width = std::max<int64_t>(1, chunk_width(m, kMaxMaskedChunk) / row) * row;
@@ -394,9 +392,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      // readout: the spikes' gradient is formed at each step instead (readout.h)
-      const GradRows<T> gs = readout != nullptr ? GradRows<T>{gs_local, 0}
-                                                : grad_rows(grad_spk, n0, len, gs_local);
+      const GradRows<T> gs = grad_rows(grad_spk, n0, len, gs_local);
       const GradRows<T> gm = grad_rows(grad_mem, n0, len, gm_local);
       std::fill(carry, carry + len, T(0));
       std::fill(d_beta, d_beta + len, T(0));
@@ -407,7 +403,6 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * m + n0;
         const T* u_prev = t > 0 ? mem + off - m : first_prev;
-        if (readout != nullptr) fill_readout_grad(*readout, t, m, n0, len, gs_local);
         T* dense_row = out.grad_x != nullptr ? out.grad_x + off : nullptr;
         // ActiveWindow's g_h is already the masked gradient: write it to grad_x directly.
         T* g_h = (kWindow && dense_row != nullptr) ? dense_row : g_local;
@@ -506,16 +501,14 @@ at::Tensor count_active_rows(const at::Tensor& mem, const at::Tensor& pre_reset,
 using Octet = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                          at::Tensor, at::Tensor>;
 
-// lif_backward_masked; with readout_grad and readout_weight (lif_backward_readout) the spikes'
-// gradient comes from them instead of grad_spk.
-Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
-                          const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                          const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                          const at::Tensor& beta, const at::Tensor& threshold,
-                          const at::Tensor& graded, int64_t surrogate, double p0, double p1,
-                          int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
-                          int64_t row, int64_t k, double width, bool temporal, bool compact,
-                          const at::Tensor* readout_grad, const at::Tensor* readout_weight) {
+Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
+                              const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
+                              const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
+                              const at::Tensor& beta, const at::Tensor& threshold,
+                              const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                              int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
+                              int64_t row, int64_t k, double width, bool temporal,
+                              bool compact) {
   TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
   check_cpu_dtype(mem);
   const int64_t steps = mem.size(0), m = mem.size(1);
@@ -560,11 +553,6 @@ Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
                      compact ? values.data_ptr<T>() : nullptr,
                      compact ? indices.data_ptr<int32_t>() : nullptr,
                      compact && window ? row_ptr.data_ptr<int64_t>() : nullptr};
-    const ReadoutGrad<T> readout =
-        readout_grad == nullptr
-            ? ReadoutGrad<T>{}
-            : ReadoutGrad<T>{readout_grad->data_ptr<T>(), readout_weight->data_ptr<T>(),
-                             readout_weight->size(0), readout_weight->size(1)};
     dispatch_surrogate(surrogate, [&](auto s) {
       dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
         auto run = [&](auto window_flag, auto param_flag) {
@@ -574,7 +562,7 @@ Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
               grad_spk, grad_mem, mem.data_ptr<T>(),
               reset_delay ? nullptr : pre_reset.data_ptr<T>(), mem0_ptr, params,
               static_cast<T>(p0), static_cast<T>(p1), spec, out, grad_mem0.data_ptr<T>(), gb,
-              gt, gg, steps, m, readout_grad == nullptr ? nullptr : &readout);
+              gt, gg, steps, m);
         };
         auto with_params = [&](auto window_flag) {
           if (param_grads) {
@@ -595,34 +583,7 @@ Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
   return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
 }
 
-Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
-                              const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                              const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                              const at::Tensor& beta, const at::Tensor& threshold,
-                              const at::Tensor& graded, int64_t surrogate, double p0, double p1,
-                              int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
-                              int64_t row, int64_t k, double width, bool temporal,
-                              bool compact) {
-  return masked_backward_cpu(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
-                             surrogate, p0, p1, reset, reset_delay, param_grads, mask, row, k,
-                             width, temporal, compact, nullptr, nullptr);
-}
-
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-cpu::lif_backward_masked_with_readout(
-    const at::Tensor& readout_grad, const at::Tensor& readout_weight,
-    const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem, const at::Tensor& pre_reset,
-    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-    int64_t surrogate, double p0, double p1, int64_t reset, bool reset_delay, bool param_grads,
-    int64_t mask, int64_t row, int64_t k, double width, bool temporal) {
-  auto [grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr] =
-      masked_backward_cpu(c10::nullopt, grad_mem, mem, pre_reset, c10::nullopt, beta, threshold,
-                          graded, surrogate, p0, p1, reset, reset_delay, param_grads, mask, row,
-                          k, width, temporal, /*compact=*/true, &readout_grad, &readout_weight);
-  return {grad_x, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
-}
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_backward_masked", &lif_backward_masked_cpu);

@@ -199,8 +199,6 @@ int64_t row_blocks(int64_t rows) {
   return std::clamp<int64_t>((rows + kMinRows - 1) / kMinRows, 1, kMaxBlocks);
 }
 
-}  // namespace
-
 void narrow_linear_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
                         float* out, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
@@ -212,6 +210,8 @@ void narrow_linear_rows(const double* x, int64_t f, const double* w, int64_t n,
                         const double* bias, double* out, int64_t r0, int64_t r1) {
   forward_rows_portable(x, f, w, n, bias, out, r0, r1);
 }
+
+}  // namespace
 
 at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias) {
