@@ -5,7 +5,7 @@
 // spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
 // Registered for CPU and CUDA. The LIF is reached through the dispatcher, so the per-device
 // lif_forward runs, except on the CPU, where linear_lif_forward writes the membrane over the
-// current (lif_forward_in_place.h). The masked backward and the sparse synaptic backward have
+// current (cpu/lif_cpu.h). The masked backward and the sparse synaptic backward have
 // their own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp,
 // cuda/lif_masked_cuda.cu, cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear
 // error for them on CUDA.
@@ -13,10 +13,10 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include "event_linear.h"
+#include "cpu/lif_cpu.h"
+#include "cpu/narrow_linear.h"
+#include "cpu/spike_linear.h"
 #include "lif_checks.h"
-#include "lif_forward_in_place.h"
-#include "narrow_linear.h"
 
 namespace snnkernels {
 namespace {
@@ -88,9 +88,8 @@ std::tuple<at::Tensor, bool> synaptic_current(const at::Tensor& x, const at::Ten
     return {call_spike_linear(x2, weight.contiguous(), bias), true};
   }
   if (narrow_layer(x2, n)) return {narrow_linear_cpu(x2, weight.contiguous(), bias), false};
-  // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh pages
-  // for this layer-sized intermediate, and faulting them in inside addmm's bias copy took
-  // 2.2-3.3 ms per call at [6400, 512] (profiled in bench_tabular's TopK step).
+  // On the CPU from the output cache (empty_output.h): torch's allocator handed back fresh pages
+  // for this layer-sized intermediate, and addmm's bias copy then faulted them in.
   at::Tensor current = empty_output({rows, n}, x.options());
   if (bias.has_value()) {
     at::addmm_out(current, *bias, x2, weight.t());
@@ -109,7 +108,7 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const auto [current, event] = synaptic_current(x, weight, bias);
   const at::Tensor rows = current.view({steps, batch * n});
-  // On the CPU the membrane goes over the current (lif_forward_in_place.h).
+  // On the CPU the membrane goes over the current (cpu/lif_cpu.h).
   auto [spk, mem, pre] =
       rows.is_cpu() ? lif_forward_cpu_in_place(rows, beta, threshold, graded, reset, reset_delay)
                     : call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate, p0,
@@ -117,8 +116,8 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   return {spk, mem, pre, event_flag(event, x)};
 }
 
-// The forward's choice when given (its `event` output: counting x's nonzeros again took
-// 70 us of the 128 x 2 training step's backward), else the rule on x.
+// The forward's choice when given (its `event` output: counting x's nonzeros again was a
+// visible share of a small training step's backward), else the rule on x.
 bool event_driven_path(const c10::optional<at::Tensor>& event, const at::Tensor& x, int64_t n) {
   if (!event.has_value() || event->numel() == 0) return event_driven_layer(x, n);
   TORCH_CHECK(event->numel() == 1 && event->scalar_type() == at::kBool && event->is_cpu() &&

@@ -1,4 +1,4 @@
-"""The narrow-layer synapse (csrc/narrow_linear.h: layers of at most 4 neurons, e.g. a classifier
+"""The narrow-layer synapse (csrc/cpu/narrow_linear.h: layers of at most 4 neurons, e.g. a classifier
 readout, run as row loops instead of GEMMs on the CPU): linear_lif against the reference,
 linear_dense_backward against float64 matmuls (GRAD_TOL in helpers.py: float64 relative 1e-10),
 the same bits on 1 and 2 threads, and empty inputs."""

@@ -14,9 +14,9 @@
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
 #include <torch/library.h>
 
-#include "../lif_forward_in_place.h"
-#include "avx512.h"
+#include "lif_cpu.h"
 #include "lif_cpu_common.h"
+#include "simd.h"
 
 namespace snnkernels {
 namespace {
@@ -27,8 +27,7 @@ using namespace cpu;
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
 // Built as it is (baseline) and for AVX2 (forward_row_avx2), chosen by the size of the call
-// (lif_cpu_common.h, wide_rows). In bench_tabular's 128 x 2 step the AVX2 build took 0.32-0.34
-// ms instead of 0.35-0.37; an AVX-512 clone took 0.61-0.64 ms instead of 0.42-0.45 there.
+// (wide_rows, policy.h).
 // kInPlace: the input is read from mem (x is unused) and overwritten by the membrane.
 template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,

@@ -1,6 +1,6 @@
 // The narrow layer's synapse on the CPU (narrow_linear.h): loops over the rows of x that GCC
 // vectorizes, compiled for AVX-512, AVX2 and the baseline (target_clones), and for the float32
-// forward with AVX-512 (avx512.h's switch) the same sums written with intrinsics. Every version
+// forward with AVX-512 (where cpu::use_avx512()) the same sums written with intrinsics. Every version
 // does the same float operations in the same order (lanes are independent, and
 // -ffp-contract=off keeps products and sums separate), so the bits do not depend on the CPU
 // (tests/test_narrow_linear.py).
@@ -9,14 +9,13 @@
 #include <algorithm>
 
 #include "../lif_checks.h"
-#include "../narrow_linear.h"
-#include "avx512.h"
+#include "narrow_linear.h"
+#include "simd.h"
 
 namespace snnkernels {
 namespace {
 
 constexpr int64_t kLanes = 16;
-static_assert(kNarrowMaxWidth == 4, "backward_rows_impl: one case per width");
 
 // sum over i < f of x[i] * w[i]: kLanes interleaved lanes (lane l takes i = l mod kLanes), then
 // added as a fixed tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: four dependent adds, not fifteen).
@@ -202,7 +201,7 @@ int64_t row_blocks(int64_t rows) {
 void narrow_linear_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
                         float* out, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
-  if (use_avx512()) return avx512::forward_rows(x, f, w, n, bias, out, r0, r1);
+  if (cpu::use_avx512()) return avx512::forward_rows(x, f, w, n, bias, out, r0, r1);
 #endif
   forward_rows_portable(x, f, w, n, bias, out, r0, r1);
 }

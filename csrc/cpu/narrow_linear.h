@@ -1,20 +1,19 @@
-// The synapse of a narrow layer (a classifier readout: N of 2 to a few outputs) on the CPU, as
-// loops over the rows of x instead of GEMMs: with N = 2 the GEMMs' blocking has nothing to work
-// on (x [6400, 128] float32 on this project's 2-core CPU: addmm 0.23 ms, the weight gradient
-// 0.11 ms, the input gradient 0.07 ms). Used by linear_lif's forward and linear_dense_backward
-// for layers of at most kNarrowMaxWidth neurons (cpu/narrow_linear_cpu.cpp).
+// The synapse of a narrow layer (a classifier readout: N of 1 to 4 outputs) on the CPU, as loops
+// over the rows of x instead of GEMMs, whose blocking has nothing to work on with N = 2. Used by
+// linear_lif's forward and linear_dense_backward for layers of at most cpu::narrow_max_width()
+// neurons (policy.h; narrow_linear_cpu.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <tuple>
 
+#include "policy.h"
+
 namespace snnkernels {
 
-constexpr int64_t kNarrowMaxWidth = 4;
-
 inline bool narrow_layer(const at::Tensor& x, int64_t neurons) {
-  return x.is_cpu() && neurons <= kNarrowMaxWidth &&
+  return x.is_cpu() && neurons <= cpu::narrow_max_width() &&
          (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
 
