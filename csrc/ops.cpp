@@ -63,7 +63,7 @@ static std::string build_info() {
   info += ", \"cpu_policy\": {";
   const std::pair<const char*, int64_t> counts[] = {
       {"chunk_neurons", max_chunk()}, {"masked_chunk_neurons", max_masked_chunk()},
-      {"constant_task_bytes", constant_task_bytes()}, {"avx2_max_bytes", avx2_max_bytes()},
+      {"constant_task_bytes", constant_task_bytes()},
       {"weight_grad_parts", weight_grad_parts()}, {"topk_block_ratio", topk_block_ratio()},
       {"sparse_scatter_max_bytes", scatter_max_bytes()},
       {"cpu_cache_min_bytes", pool_min_bytes()}};

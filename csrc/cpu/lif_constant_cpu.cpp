@@ -12,7 +12,6 @@
 #include <torch/library.h>
 
 #include "lif_cpu_common.h"
-#include "simd.h"
 
 namespace snnkernels {
 namespace {
@@ -37,36 +36,6 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
   }
 }
 
-// The backward's two row loops, compiled for AVX-512, AVX2 and the baseline (simd.h): the
-// recompute, then the walk back with dL/dx summed over the steps. The forward's row is built for
-// AVX2 and the baseline only, chosen by the size of the call (wide_rows, policy.h).
-template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES __attribute__((flatten)) void recompute_row(
-    const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
-    T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
-  step_row<T, R, kDelay, kUniform>(x, u_prev, u_out, h_out, beta_c, thr, graded, spk, len);
-}
-
-template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES_AVX2 __attribute__((flatten)) void forward_step_row(
-    const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
-    T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
-  step_row<T, R, kDelay, kUniform>(x, u_prev, u_out, h_out, beta_c, thr, graded, spk, len);
-}
-
-template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
-SNN_CLONES __attribute__((flatten)) void sum_grad_row(
-    const T* __restrict__ h, const T* __restrict__ u_prev, const T* __restrict__ g_spk,
-    const T* __restrict__ g_mem, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T p0, T p1, T* __restrict__ grad_x, T* __restrict__ carry,
-    T* __restrict__ d_beta, T* __restrict__ d_thr, T* __restrict__ d_graded, int64_t len) {
-  backward_row<T, S, R, kDelay, kParamGrads, kUniform, /*kSumX=*/true>(
-      h, u_prev, g_spk, g_mem, beta_c, thr, graded, p0, p1, grad_x, carry, d_beta, d_thr,
-      d_graded, len);
-}
-
 // Neurons per chunk of the backward: as many as fit constant_task_bytes() with `arrays` arrays of
 // one value per neuron besides the trajectory (T rows, two arrays without a reset delay), in
 // multiples of 64, at least 64 (lif_cpu's chunk_width when that is smaller), at most M (a long
@@ -83,11 +52,8 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     T* __restrict__ spk, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const bool wide = wide_rows(steps, m, sizeof(T));
   const auto row_fn =
-      params.uniform()
-          ? (wide ? forward_step_row<T, R, kDelay, true> : step_row<T, R, kDelay, true>)
-          : (wide ? forward_step_row<T, R, kDelay, false> : step_row<T, R, kDelay, false>);
+      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 3, width);
@@ -120,10 +86,11 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk, const T* __restr
   constexpr int64_t kRows = ChunkParams<T>::kArrays + 8;  // the arrays before the trajectory
   const int64_t width = backward_chunk_width<T>(steps, m, kDelay, kRows);
   const int64_t chunks = (m + width - 1) / width;
-  const auto step_fn = params.uniform() ? recompute_row<T, R, kDelay, true>
-                                        : recompute_row<T, R, kDelay, false>;
-  const auto grad_fn = params.uniform() ? sum_grad_row<T, S, R, kDelay, kParamGrads, true>
-                                        : sum_grad_row<T, S, R, kDelay, kParamGrads, false>;
+  const auto step_fn =
+      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
+  const auto grad_fn =
+      params.uniform() ? backward_row<T, S, R, kDelay, kParamGrads, true, /*kSumX=*/true>
+                       : backward_row<T, S, R, kDelay, kParamGrads, false, /*kSumX=*/true>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kRows + steps * (kDelay ? 1 : 2), width);

@@ -16,7 +16,6 @@
 
 #include "lif_cpu.h"
 #include "lif_cpu_common.h"
-#include "simd.h"
 
 namespace snnkernels {
 namespace {
@@ -26,8 +25,6 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-// Built as it is (baseline) and for AVX2 (forward_row_avx2), chosen by the size of the call
-// (wide_rows, policy.h).
 // kInPlace: the input is read from mem (x is unused) and overwritten by the membrane.
 template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
@@ -47,27 +44,14 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
   }
 }
 
-template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
-SNN_CLONES_AVX2 __attribute__((flatten)) void forward_row_avx2(
-    const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
-    const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
-    T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
-  forward_row<T, R, kDelay, kUniform, kInPlace>(x, state, beta_c, thr, graded, spk, mem, pre,
-                                                len);
-}
-
 // kInPlace: x is mem (contiguous [T, M]), each value read before the membrane overwrites it.
 template <typename T, Reset R, bool kDelay, bool kInPlace>
 void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Params params,
                     T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const bool wide = wide_rows(steps, m, sizeof(T));
-  const auto row_fn = params.uniform()
-                          ? (wide ? forward_row_avx2<T, R, kDelay, true, kInPlace>
-                                  : forward_row<T, R, kDelay, true, kInPlace>)
-                          : (wide ? forward_row_avx2<T, R, kDelay, false, kInPlace>
-                                  : forward_row<T, R, kDelay, false, kInPlace>);
+  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true, kInPlace>
+                                       : forward_row<T, R, kDelay, false, kInPlace>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);

@@ -24,11 +24,6 @@ inline int64_t chunk_width(int64_t m, int64_t max_width = max_chunk()) {
   return std::clamp<int64_t>(width, 64, max_width);
 }
 
-// Whether the LIF forward rows of a [T, M] call run their AVX2 build (policy.h).
-inline bool wide_rows(int64_t steps, int64_t m, int64_t itemsize) {
-  return steps * m * itemsize <= avx2_max_bytes();
-}
-
 // Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task and
 // left uninitialized (every kernel fills an array before reading it; zeroing them was a visible
 // share of a single-step call).

@@ -271,43 +271,31 @@ Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
     g.set_empty_result(param_grads, beta, threshold, graded);
     return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
   }
-  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
-             &grad_graded = g.graded;
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_masked_cpu", [&] {
     using T = scalar_t;
     const T* mem0_ptr = mem0.has_value() ? mem0->data_ptr<T>() : nullptr;
-    T* gb = param_grads ? grad_beta.data_ptr<T>() : nullptr;
-    T* gt = param_grads ? grad_thr.data_ptr<T>() : nullptr;
-    T* gg = param_grads ? grad_graded.data_ptr<T>() : nullptr;
+    T* gb = param_grads ? g.beta.data_ptr<T>() : nullptr;
+    T* gt = param_grads ? g.threshold.data_ptr<T>() : nullptr;
+    T* gg = param_grads ? g.graded.data_ptr<T>() : nullptr;
     MaskedOut<T> out{compact ? nullptr : grad_x.data_ptr<T>(),
                      compact ? values.data_ptr<T>() : nullptr,
                      compact ? indices.data_ptr<int32_t>() : nullptr,
                      compact && window ? row_ptr.data_ptr<int64_t>() : nullptr};
-    dispatch_surrogate(surrogate, [&](auto s) {
-      dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
-        auto run = [&](auto window_flag, auto param_flag) {
-          masked_backward_kernel<T, decltype(s)::value, decltype(r)::value,
-                                 decltype(delay)::value, decltype(window_flag)::value,
-                                 decltype(param_flag)::value>(
-              grad_spk, grad_mem, mem.data_ptr<T>(),
-              reset_delay ? nullptr : pre_reset.data_ptr<T>(), mem0_ptr, params,
-              static_cast<T>(p0), static_cast<T>(p1), spec, out, grad_mem0.data_ptr<T>(), gb,
-              gt, gg, steps, m);
-        };
-        auto with_params = [&](auto window_flag) {
-          if (param_grads) {
-            run(window_flag, std::true_type{});
-          } else {
-            run(window_flag, std::false_type{});
-          }
-        };
-        if (window) {
-          with_params(std::true_type{});
-        } else {
-          with_params(std::false_type{});
-        }
-      });
+    dispatch_backward(surrogate, reset, reset_delay, param_grads, [&](auto s, auto r, auto delay,
+                                                                      auto with_params) {
+      auto run = [&](auto window_flag) {
+        masked_backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
+                               decltype(window_flag)::value, decltype(with_params)::value>(
+            grad_spk, grad_mem, mem.data_ptr<T>(), reset_delay ? nullptr : pre_reset.data_ptr<T>(),
+            mem0_ptr, params, static_cast<T>(p0), static_cast<T>(p1), spec, out,
+            g.mem0.data_ptr<T>(), gb, gt, gg, steps, m);
+      };
+      if (window) {
+        run(std::true_type{});
+      } else {
+        run(std::false_type{});
+      }
     });
   });
   g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);

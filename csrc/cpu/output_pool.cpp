@@ -19,8 +19,6 @@
 namespace snnkernels {
 namespace {
 
-using cpu::pool_default_limit_bytes;
-
 constexpr int64_t kHugePage = int64_t(2) << 20;
 constexpr int64_t kGranule = int64_t(64) << 10;  // sizes are rounded up to this
 
@@ -136,7 +134,7 @@ class Pool {
   std::mutex mutex_;
   std::map<int64_t, std::vector<void*>> free_;  // rounded size -> free buffers of that size
   int64_t cached_ = 0;
-  int64_t limit_ = pool_default_limit_bytes();
+  int64_t limit_ = cpu::pool_limit_mib() << 20;
   int64_t hits_ = 0, misses_ = 0;
 };
 

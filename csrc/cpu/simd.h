@@ -19,13 +19,9 @@ namespace snnkernels {
 // operations per element, so the same bits.
 #if defined(__x86_64__)
 #define SNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define SNN_CLONES_AVX2 __attribute__((target_clones("avx2", "default")))
 #else
 #define SNN_CLONES
-#define SNN_CLONES_AVX2
 #endif
-// SNN_CLONES_AVX2: AVX2 and the baseline only, for the LIF forward rows, whose AVX-512 build
-// measured slower in the training step and slowed the ops after it.
 
 #if defined(__x86_64__)
 // The lanes [0, n) of a 16-lane mask (all for n >= 16, none for n <= 0).

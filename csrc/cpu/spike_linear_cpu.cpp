@@ -106,38 +106,14 @@ void weight_grad_features(const T* xp, int64_t rows, int64_t f, const T* gp, int
   spike_weight_grad_features(xp, rows, f, gp, n, wp, f0, f1, bias_sum);
 }
 
-// dst [C, R] = src [R, C] transposed, in 32 x 32 tiles. A function of its own with __restrict__
-// parameters: inside the dispatch lambda GCC kept the pointers in memory and reloaded them around
-// every store.
-template <typename T>
-void transpose_tiles(const T* __restrict__ src, T* __restrict__ dst, int64_t rows, int64_t cols) {
-  constexpr int64_t kTile = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
-      }
-    }
-  }
-}
-
-// m [R, C] -> contiguous [C, R] (faster than t().contiguous() for the small weights here).
-at::Tensor transposed(const at::Tensor& m) {
-  const int64_t rows = m.size(0), cols = m.size(1);
-  at::Tensor out = empty_output({cols, rows}, m.options());
-  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "transposed", [&] {
-    transpose_tiles(m.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), rows, cols);
-  });
-  return out;
-}
-
 void check_dense_2d(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.is_contiguous(), "snnkernels: ", name, " must be contiguous 2-D, got ",
               t.sizes());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
               "snnkernels: on the CPU ", name, " must be float32 or float64, got ", t.scalar_type());
 }
+
+}  // namespace
 
 at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias) {
@@ -149,7 +125,7 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   check_bias(bias, n, x);
   at::Tensor out = empty_output({rows, n}, x.options());
   if (out.numel() == 0) return out;
-  const at::Tensor wt = transposed(weight);  // [F, N]: the rows the events add
+  const at::Tensor wt = weight.t().contiguous();  // [F, N]: the rows the events add
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spike_linear_cpu", [&] {
     using T = scalar_t;
     const T* xp = x.data_ptr<T>();
@@ -165,6 +141,8 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   return out;
 }
 
+namespace {
+
 // Rows per part: whole 64-row tiles (the AVX-512 kernel's block).
 int64_t weight_grad_part_rows(int64_t rows) {
   const int64_t parts = cpu::weight_grad_parts();  // policy.h
@@ -178,6 +156,8 @@ void add_onto(T* __restrict__ dst, const T* __restrict__ src, int64_t len) {
     for (int64_t i = a; i < b; ++i) dst[i] += src[i];
   });
 }
+
+}  // namespace
 
 // The task holding a part's feature 0 also sums the part's bias, rows in order, while its tiles
 // of grad are in cache (linear_dense_backward's event path: no separate pass over grad).
@@ -231,10 +211,8 @@ std::tuple<at::Tensor, at::Tensor> spike_weight_grad_cpu(const at::Tensor& grad,
       }
     });
   }
-  return {transposed(grad_wt), grad_bias};
+  return {grad_wt.t().contiguous(), grad_bias};
 }
-
-}  // namespace
 
 namespace {
 
