@@ -9,7 +9,7 @@ event path is still faster, for forward + weight gradient together), and writes
 event_cpu.{md,json} to --out (default benchmarks/results), or event_cpu_portable.{md,json} when
 the kernels' portable path runs (SNNKERNELS_PORTABLE=1, or a CPU without AVX-512). linear_lif
 takes the event path at densities <= build_info()['event_max_density']['float32']
-(csrc/event_linear.h), chosen from these results.
+(csrc/cpu/policy.h), chosen from these results.
 
     python benchmarks/bench_event.py [--reps 7] [--out DIR]
 """

@@ -5,12 +5,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <limits>
 #include <vector>
 
-#include "debug_poison.h"
+#include "empty_output.h"
 #include "lif_math.h"
-#include "output_pool.h"
 
 namespace snnkernels {
 
@@ -87,17 +85,6 @@ inline void check_backward_args(const c10::optional<at::Tensor>& grad_spk,
   check_param(beta, "beta", mem, m);
   check_param(threshold, "threshold", mem, m);
   check_param(graded, "graded", mem, m);
-}
-
-inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const auto dtype = c10::typeMetaToScalarType(options.dtype());
-  const int64_t bytes =
-      c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));
-  at::Tensor out = options.device().is_cpu() && bytes >= kPoolMinBytes
-                       ? pooled_empty(sizes, options)
-                       : at::empty(sizes, options);
-  if (debug_poison_enabled()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  return out;
 }
 
 // The mask arguments of lif_backward_masked (schema in ops.cpp) for M neurons in all.

@@ -1,4 +1,4 @@
-// Per-neuron math of the leaky integrate-and-fire neuron (../shared/SPEC.md sections 1-2),
+// Per-neuron math of the leaky integrate-and-fire neuron (docs/semantics.md),
 // written once and compiled by both the C++ CPU kernels and the CUDA kernels, so the CPU tests
 // exercise exactly the arithmetic the GPU runs. Everything here is branch-free on data
 // (ternaries on values compile to selects) so the CPU loops vectorize.
@@ -28,7 +28,7 @@ enum class Surrogate : int64_t {
 // Ids shared with snnkernels/lif.py (RESET_IDS there).
 enum class Reset : int64_t { Subtract = 0, Zero = 1, None = 2 };
 
-// Sparse-gradient masks (SPEC section 3); ids shared with snnkernels/sparse.py (MASK_IDS there).
+// Sparse-gradient masks (docs/semantics.md); ids shared with snnkernels/sparse.py (MASK_IDS there).
 enum class Mask : int64_t { None = 0, TopK = 1, ActiveWindow = 2 };
 
 SNN_HD float math_exp(float v) {
@@ -125,7 +125,7 @@ SNN_HD T lif_step(T x, T u_prev, T beta_c, T thr, T graded, T* spk, T* u_out) {
 }
 
 // The backward of one step is split in two so that a sparse-gradient mask (snnkernels.sparse,
-// SPEC section 3) can act on dL/dh between them: lif_step_grad_h gives g_h = dL/dh_t (h = the
+// docs/semantics.md) can act on dL/dh between them: lif_step_grad_h gives g_h = dL/dh_t (h = the
 // membrane before this step's own reset; g_h is also dL/dx_t, since dh/dx = 1), and
 // lif_step_grad_carry turns a (possibly masked) g_h into the carry dL/du_{t-1} and the beta and
 // threshold terms of h. `sg` is sigma'(h - thr), computed by the caller (a window may zero it).
@@ -184,7 +184,7 @@ SNN_HD void lif_step_grad_carry(T g_h, T u_prev, T beta_c, T thr, T thr_acc, T* 
   *d_thr = *d_thr + thr_acc;
 }
 
-// ActiveWindow's gate (SPEC section 3): a neuron is active where |h - thr| < width (NaN:
+// ActiveWindow's gate (docs/semantics.md): a neuron is active where |h - thr| < width (NaN:
 // inactive). Used by the masked backward and by the CSR row counts, so both agree.
 template <typename T>
 SNN_HD bool window_active(T h, T thr, T width) {

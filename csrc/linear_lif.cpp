@@ -5,7 +5,7 @@
 // spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
 // Registered for CPU and CUDA. The LIF is reached through the dispatcher, so the per-device
 // lif_forward runs, except on the CPU, where linear_lif_forward writes the membrane over the
-// current (lif_forward_in_place.h). The masked backward and the sparse synaptic backward have
+// current (cpu/lif_cpu.h). The masked backward and the sparse synaptic backward have
 // their own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp,
 // cuda/lif_masked_cuda.cu, cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear
 // error for them on CUDA.
@@ -13,11 +13,10 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include "cpu/readout.h"
-#include "event_linear.h"
+#include "cpu/lif_cpu.h"
+#include "cpu/narrow_linear.h"
+#include "cpu/spike_linear.h"
 #include "lif_checks.h"
-#include "lif_forward_in_place.h"
-#include "narrow_linear.h"
 
 namespace snnkernels {
 namespace {
@@ -89,9 +88,8 @@ std::tuple<at::Tensor, bool> synaptic_current(const at::Tensor& x, const at::Ten
     return {call_spike_linear(x2, weight.contiguous(), bias), true};
   }
   if (narrow_layer(x2, n)) return {narrow_linear_cpu(x2, weight.contiguous(), bias), false};
-  // On the CPU from the output cache (lif_checks.h): torch's allocator handed back fresh pages
-  // for this layer-sized intermediate, and faulting them in inside addmm's bias copy took
-  // 2.2-3.3 ms per call at [6400, 512] (profiled in bench_tabular's TopK step).
+  // On the CPU from the output cache (empty_output.h): torch's allocator handed back fresh pages
+  // for this layer-sized intermediate, and addmm's bias copy then faulted them in.
   at::Tensor current = empty_output({rows, n}, x.options());
   if (bias.has_value()) {
     at::addmm_out(current, *bias, x2, weight.t());
@@ -110,7 +108,7 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const auto [current, event] = synaptic_current(x, weight, bias);
   const at::Tensor rows = current.view({steps, batch * n});
-  // On the CPU the membrane goes over the current (lif_forward_in_place.h).
+  // On the CPU the membrane goes over the current (cpu/lif_cpu.h).
   auto [spk, mem, pre] =
       rows.is_cpu() ? lif_forward_cpu_in_place(rows, beta, threshold, graded, reset, reset_delay)
                     : call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate, p0,
@@ -118,33 +116,8 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   return {spk, mem, pre, event_flag(event, x)};
 }
 
-// linear_lif_forward (without the mask arguments) whose spikes feed a narrow readout layer
-// (readout_weight [C, N], readout_bias [C] or None): also returns the readout's current
-// [T * B, C], summed from each step's spikes inside the LIF kernel (cpu/readout.h). CPU only.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_lif_readout_forward(
-    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-    int64_t /*surrogate*/, double /*p0*/, double /*p1*/, int64_t reset, bool reset_delay,
-    const at::Tensor& readout_weight, const c10::optional<at::Tensor>& readout_bias) {
-  check_linear_shapes(x, weight);
-  const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
-  TORCH_CHECK(narrow_layer(x, readout_weight.size(0)) && readout_weight.dim() == 2 &&
-                  readout_weight.size(0) >= 1 && readout_weight.size(1) == n && n >= 1 &&
-                  readout_weight.is_contiguous() &&
-                  readout_weight.scalar_type() == x.scalar_type(),
-              "snnkernels: linear_lif_readout_forward's readout_weight must be contiguous "
-              "[C, N = ", n, "] of x's dtype with 1 <= C <= ", kNarrowMaxWidth,
-              " and N >= 1, got ", readout_weight.sizes(), " ", readout_weight.scalar_type());
-  check_bias(readout_bias, readout_weight.size(0), x);
-  const auto [current, event] = synaptic_current(x, weight, bias);
-  auto [spk, mem, pre, readout_current] = cpu::lif_forward_in_place_with_readout(
-      current.view({steps, batch * n}), beta, threshold, graded, reset, reset_delay,
-      readout_weight, readout_bias);
-  return {spk, mem, pre, event_flag(event, x), readout_current};
-}
-
-// The forward's choice when given (its `event` output: counting x's nonzeros again took
-// 70 us of the 128 x 2 training step's backward), else the rule on x.
+// The forward's choice when given (its `event` output: counting x's nonzeros again was a
+// visible share of a small training step's backward), else the rule on x.
 bool event_driven_path(const c10::optional<at::Tensor>& event, const at::Tensor& x, int64_t n) {
   if (!event.has_value() || event->numel() == 0) return event_driven_layer(x, n);
   TORCH_CHECK(event->numel() == 1 && event->scalar_type() == at::kBool && event->is_cpu() &&
@@ -197,7 +170,6 @@ void cpu_only(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward_masked", &lif_forward_masked);
   m.impl("linear_lif_forward", &linear_lif_forward);
-  m.impl("linear_lif_readout_forward", &linear_lif_readout_forward);
   m.impl("linear_dense_backward", &linear_dense_backward);
 }
 

@@ -4,13 +4,12 @@
 
 #include <atomic>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "cpu/avx512.h"
-#include "debug_poison.h"
-#include "event_linear.h"
-#include "narrow_linear.h"
-#include "output_pool.h"
+#include "cpu/output_pool.h"
+#include "cpu/policy.h"
+#include "empty_output.h"
 
 #ifndef SNNKERNELS_TORCH_VERSION
 #define SNNKERNELS_TORCH_VERSION "unknown"
@@ -55,11 +54,25 @@ static std::string build_info() {
 #else
   info += ", \"openmp\": false";
 #endif
+  using namespace cpu;  // policy.h: reading every value here validates its environment variable
   info += ", \"event_max_density\": {\"float32\": " + std::to_string(event_max_density(at::kFloat)) +
           ", \"float64\": " + std::to_string(event_max_density(at::kDouble)) + "}";
-  info += ", \"event_min_width\": " + std::to_string(kEventMinWidth);
-  info += ", \"narrow_max_width\": " + std::to_string(kNarrowMaxWidth);
-  info += std::string(", \"avx512\": ") + (use_avx512() ? "true" : "false") + "}";
+  info += ", \"event_min_width\": " + std::to_string(event_min_width());
+  info += ", \"narrow_max_width\": " + std::to_string(narrow_max_width());
+  info += std::string(", \"avx512\": ") + (use_avx512() ? "true" : "false");
+  info += ", \"cpu_policy\": {";
+  const std::pair<const char*, int64_t> counts[] = {
+      {"chunk_neurons", max_chunk()}, {"masked_chunk_neurons", max_masked_chunk()},
+      {"constant_task_bytes", constant_task_bytes()},
+      {"weight_grad_parts", weight_grad_parts()}, {"topk_block_ratio", topk_block_ratio()},
+      {"sparse_scatter_max_bytes", scatter_max_bytes()},
+      {"cpu_cache_min_bytes", pool_min_bytes()}};
+  const char* sep = "";
+  for (const auto& [name, value] : counts) {
+    info += std::string(sep) + "\"" + name + "\": " + std::to_string(value);
+    sep = ", ";
+  }
+  info += "}}";
   return info;
 }
 
@@ -85,27 +98,6 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "
       "float p1, int reset, bool reset_delay, bool param_grads) -> (Tensor grad_x, "
       "Tensor grad_mem0, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
-  // linear_lif_forward without the mask arguments whose spikes feed a narrow readout layer
-  // (readout_weight [C, N], 1 <= C <= 4, readout_bias [C] or None), CPU only: also returns the
-  // readout's current, spk W_r^T + b_r as [T * B, C] (snnkernels/_readout.py).
-  m.def(
-      "linear_lif_readout_forward(Tensor x, Tensor weight, Tensor? bias, Tensor beta, "
-      "Tensor threshold, Tensor graded, int surrogate, float p0, float p1, int reset, "
-      "bool reset_delay, Tensor readout_weight, Tensor? readout_bias) -> (Tensor spk, "
-      "Tensor mem, Tensor pre_reset, Tensor event, Tensor readout_current)");
-  // lif_backward (no mem0; grad_mem0 is not returned) where the spikes feed a narrow readout
-  // layer and nothing else: their gradient, readout_grad [T * B, C] (the readout's current
-  // gradient) times readout_weight [C, H] for the M = B * H neurons, is formed a row at a time
-  // inside the kernel instead of being read from a [T, M] tensor. mask 0: dense, grad_x [T, M]
-  // and values/indices/row_ptr empty; else as lif_backward_masked with compact=True. CPU only
-  // (TabularSNN's last hidden layer and readout, snnkernels/_readout.py).
-  m.def(
-      "lif_backward_readout(Tensor readout_grad, Tensor readout_weight, Tensor? grad_mem, "
-      "Tensor mem, Tensor pre_reset, Tensor beta, Tensor threshold, Tensor graded, "
-      "int surrogate, float p0, float p1, int reset, bool reset_delay, bool param_grads, "
-      "int mask=0, int row=0, int k=0, float width=0., bool temporal=False) -> "
-      "(Tensor grad_x, Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded, "
-      "Tensor values, Tensor indices, Tensor row_ptr)");
   // The LIF driven by one current x [M] (contiguous) held constant over `steps` steps, CPU only:
   // computes lif_forward's spikes on x.expand(steps, M) without writing the membrane; the
   // backward recomputes it from x and returns grad_x [M], the gradient summed over the steps
@@ -118,7 +110,7 @@ TORCH_LIBRARY(snnkernels, m) {
       "Tensor threshold, Tensor graded, int surrogate, float p0, float p1, int reset, "
       "bool reset_delay, bool param_grads) -> (Tensor grad_x, Tensor grad_mem0, "
       "Tensor grad_beta, Tensor grad_threshold, Tensor grad_graded)");
-  // Sparse-gradient training (snnkernels.sparse, SPEC section 3). mask: 1 = TopK (k of every
+  // Sparse-gradient training (snnkernels.sparse, docs/semantics.md). mask: 1 = TopK (k of every
   // row of `row` consecutive neurons, ties to the lower index; `temporal`: the carry through time
   // sees the masked gradient too), 2 = ActiveWindow (sigma' and dL/dh only where
   // |h - threshold| < width, same-step reset detached: through time by the leak only).
@@ -172,14 +164,14 @@ TORCH_LIBRARY(snnkernels, m) {
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("spike_weight_grad(Tensor grad, Tensor x, bool need_bias=False) -> (Tensor grad_weight, "
         "Tensor grad_bias)");
-  // The density half of the rule by which linear_lif takes that path (event_linear.h): x alone;
-  // linear_lif also needs a layer of at least build_info's event_min_width neurons.
+  // The density half of the rule by which linear_lif takes that path (cpu/spike_linear.h): x
+  // alone; linear_lif also needs a layer of at least build_info's event_min_width neurons.
   m.def("event_driven(Tensor x) -> bool");
   m.def("build_info() -> str", &build_info);
   // Tests turn this on: kernels then fill outputs with NaN before writing them, so an element a
   // kernel forgets to write shows up.
   m.def("set_debug_poison(bool enabled) -> ()", &set_debug_poison);
-  // The cache of the CPU kernels' outputs of 1 MiB or more (output_pool.h); info is
+  // The cache of the CPU kernels' large outputs (cpu/output_pool.h); info is
   // [cached bytes, limit bytes, hits, misses].
   m.def("cpu_cache_info() -> int[]", &cpu_cache_info);
   m.def("cpu_cache_set_limit(int bytes) -> ()", &pool_set_limit);

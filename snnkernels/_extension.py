@@ -21,11 +21,14 @@ except ImportError as exc:  # pragma: no cover - only without a build
 def build_info() -> dict:
     """What the extension was compiled with, and the CPU paths it takes here: {'torch', 'cuda',
     'cuda_archs', 'openmp', 'event_max_density', 'event_min_width', 'narrow_max_width',
-    'avx512'}. linear_lif runs its synapse event-driven on the CPU when at most
+    'avx512', 'cpu_policy'}. linear_lif runs its synapse event-driven on the CPU when at most
     event_max_density[dtype] ('float32', 'float64') of x is nonzero and the layer has at least
     event_min_width neurons, and as row loops for layers of at most narrow_max_width neurons;
     'avx512' says whether the float32 AVX-512 kernels run in this process (a CPU with AVX-512F,
-    SNNKERNELS_PORTABLE unset; docs/sparse.md).
+    SNNKERNELS_PORTABLE unset; docs/sparse.md). 'cpu_policy' gives the other CPU tuning
+    thresholds in effect (chunk sizes and the like). Each threshold has a default and an
+    environment variable that overrides it, read once per process (csrc/cpu/policy.h); a bad
+    value makes the import fail with an error naming the variable.
 
     Returns:
         A dict parsed from the JSON the extension was compiled to report.

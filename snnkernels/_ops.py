@@ -183,16 +183,6 @@ def _lif_backward_masked_fake(grad_spk, grad_mem, mem, pre_reset, mem0, beta, th
             mem.new_empty((rows + 1,), dtype=torch.int64))
 
 
-@torch.library.register_fake("snnkernels::lif_backward_readout")
-def _lif_backward_readout_fake(readout_grad, readout_weight, grad_mem, mem, pre_reset, beta,
-                               threshold, graded, surrogate, p0, p1, reset, reset_delay,
-                               param_grads, mask=0, row=0, k=0, width=0.0, temporal=False):
-    grad_x, _, *rest = _lif_backward_masked_fake(
-        None, grad_mem, mem, pre_reset, None, beta, threshold, graded, surrogate, p0, p1, reset,
-        reset_delay, param_grads, mask, row, k, width, temporal, mask != 0)
-    return (grad_x, *rest)
-
-
 @torch.library.register_fake("snnkernels::linear_lif_forward")
 def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0, p1, reset,
                              reset_delay, mask, k, width, temporal):
@@ -200,14 +190,6 @@ def _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate
     event = x.new_empty((1 if x.device.type == "cpu" else 0,), dtype=torch.bool)
     return (*_lif_forward_fake(current, None, beta, threshold, graded, surrogate, p0, p1, reset,
                                reset_delay), event)
-
-
-@torch.library.register_fake("snnkernels::linear_lif_readout_forward")
-def _linear_lif_readout_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0, p1,
-                                     reset, reset_delay, readout_weight, readout_bias):
-    outputs = _linear_lif_forward_fake(x, weight, bias, beta, threshold, graded, surrogate, p0,
-                                       p1, reset, reset_delay, 0, 0, 0.0, False)
-    return (*outputs, x.new_empty((x.shape[0] * x.shape[1], readout_weight.shape[0])))
 
 
 @torch.library.register_fake("snnkernels::spike_linear")
@@ -276,37 +258,27 @@ def _linear_backward(ctx, grad_spk, grad_mem, _grad_pre, _grad_event):
 
 
 def linear_lif_grads(x, weight, mem, pre, beta, threshold, graded, event, args, mask_args, needs,
-                     grad_spk, grad_mem, readout=None, count=None):
+                     grad_spk, grad_mem, count=None):
     """The gradients of linear_lif_forward's x, weight, bias, beta, threshold and graded (None
     where needs, its needs_input_grad, says so for x), from the kernels' gradients of the spikes
-    and membrane [T, B * N] (or None), or with readout=(g, w), from those of a narrow readout on
-    the spikes (lif_backward_readout; grad_spk is then not used). count(δI, entries): called
-    with the current gradient (dense, or its compact entries and how many δI has)."""
+    and membrane [T, B * N] (or None). count(δI, entries): called with the current gradient
+    (dense, or its compact entries and how many δI has)."""
     param_grads = needs[3] or needs[4] or needs[5]
     steps, batch, features = x.shape
     n = weight.shape[0]
     x2 = x.reshape(steps * batch, features)
     mask, k, width, temporal = mask_args
     if mask == 0 or n == 0:  # dense (or no neurons, nothing to mask): LIF backward, GEMMs
-        if readout is None:
-            gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
-                grad_spk, grad_mem, mem, pre, None, beta, threshold, graded, *args, param_grads)
-        else:
-            gi, gbeta, gthr, ggraded, *_ = _lib.lif_backward_readout(
-                *readout, grad_mem, mem, pre, beta, threshold, graded, *args, param_grads)
+        gi, _, gbeta, gthr, ggraded = _lib.lif_backward(
+            grad_spk, grad_mem, mem, pre, None, beta, threshold, graded, *args, param_grads)
         if count is not None:
             count(gi)
         gx, gw, gb = _lib.linear_dense_backward(gi.view(steps * batch, n), x2, weight,
                                                 needs[0], needs[1], needs[2], event)
     else:  # masked: the compact current gradient, then the sparse synaptic backward
-        if readout is None:
-            _, _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_masked(
-                grad_spk, grad_mem, mem, pre, None, beta, threshold, graded, *args, param_grads,
-                mask, n, k, width, temporal, True)
-        else:
-            _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_readout(
-                *readout, grad_mem, mem, pre, beta, threshold, graded, *args, param_grads, mask,
-                n, k, width, temporal)
+        _, _, gbeta, gthr, ggraded, values, indices, row_ptr = _lib.lif_backward_masked(
+            grad_spk, grad_mem, mem, pre, None, beta, threshold, graded, *args, param_grads,
+            mask, n, k, width, temporal, True)
         if count is not None:
             count(values, steps * batch * n)
         gx, gw, gb = _lib.linear_sparse_backward(values, indices, row_ptr, x2, weight,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 import snnkernels
@@ -12,7 +16,8 @@ import snnkernels
 def test_build_info_keys_and_types():
     info = snnkernels.build_info()
     assert set(info) == {"torch", "cuda", "cuda_archs", "openmp", "event_max_density",
-                         "event_min_width", "narrow_max_width", "avx512"}
+                         "event_min_width", "narrow_max_width", "avx512", "cpu_policy"}
+    assert all(isinstance(v, int) and v >= 0 for v in info["cpu_policy"].values())
     assert all(isinstance(info[k], bool) for k in ("cuda", "openmp", "avx512"))
     assert set(info["event_max_density"]) == {"float32", "float64"}
     assert all(0.0 <= d <= 1.0 for d in info["event_max_density"].values())
@@ -52,3 +57,49 @@ def test_ops_registered():
         assert hasattr(torch.ops.snnkernels, name), name
     assert snnkernels.__all__ == ["lif", "lif_constant", "linear_lif", "reference", "sparse",
                                   "surrogate", "build_info", "cpu_cache"]
+
+
+# Every CPU tuning threshold's environment variable (csrc/cpu/policy.h): a value that is not a
+# number in range fails at import with an error naming the variable and the value.
+POLICY_ENV = ["SNNKERNELS_EVENT_MAX_DENSITY", "SNNKERNELS_EVENT_MIN_WIDTH",
+              "SNNKERNELS_NARROW_MAX_WIDTH", "SNNKERNELS_CHUNK_NEURONS",
+              "SNNKERNELS_MASKED_CHUNK_NEURONS", "SNNKERNELS_CONSTANT_TASK_BYTES",
+              "SNNKERNELS_WEIGHT_GRAD_PARTS",
+              "SNNKERNELS_TOPK_BLOCK_RATIO", "SNNKERNELS_SPARSE_SCATTER_MAX_BYTES",
+              "SNNKERNELS_CPU_CACHE_MIN_BYTES"]
+
+
+def _import_with(env_name, value, code="import snnkernels"):
+    env = dict(os.environ, **{env_name: value})
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("name, value", [(name, "abc") for name in POLICY_ENV]
+                         + [("SNNKERNELS_EVENT_MAX_DENSITY", "1.5"),
+                            ("SNNKERNELS_CHUNK_NEURONS", "-3"),
+                            ("SNNKERNELS_WEIGHT_GRAD_PARTS", "2.5"),
+                            ("SNNKERNELS_EVENT_MIN_WIDTH", "12x")])
+def test_bad_policy_environment_fails_at_import(name, value):
+    run = _import_with(name, value)
+    assert run.returncode != 0
+    assert name in run.stderr and value in run.stderr
+
+
+@pytest.mark.parametrize("name, value, key", [
+    ("SNNKERNELS_EVENT_MIN_WIDTH", "7", lambda info: info["event_min_width"]),
+    ("SNNKERNELS_NARROW_MAX_WIDTH", "0", lambda info: info["narrow_max_width"]),
+    ("SNNKERNELS_EVENT_MAX_DENSITY", "0.5", lambda info: info["event_max_density"]["float64"]),
+    ("SNNKERNELS_CHUNK_NEURONS", "4096", lambda info: info["cpu_policy"]["chunk_neurons"]),
+])
+def test_policy_environment_overrides_the_default(name, value, key):
+    run = _import_with(name, value, "import json, snnkernels; "
+                                    "print(json.dumps(snnkernels.build_info()))")
+    assert run.returncode == 0, run.stderr
+    assert key(json.loads(run.stdout)) == float(value)
+    assert key(snnkernels.build_info()) != float(value), "the override equals the default"
+
+
+def test_narrow_width_above_the_loops_is_rejected():
+    run = _import_with("SNNKERNELS_NARROW_MAX_WIDTH", "5")
+    assert run.returncode != 0 and "SNNKERNELS_NARROW_MAX_WIDTH" in run.stderr

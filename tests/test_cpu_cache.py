@@ -1,4 +1,4 @@
-"""The cache of CPU outputs (snnkernels.cpu_cache, csrc/output_pool.cpp): outputs of 1 MiB or
+"""The cache of CPU outputs (snnkernels.cpu_cache, csrc/cpu/output_pool.cpp): outputs of 1 MiB or
 more are reused across calls, what comes out of a reused buffer equals the reference
 (the autouse debug-poison fixture fills every output with NaN first, so an element a kernel
 leaves unwritten in a recycled buffer shows up), the cap and release work, bad settings get

@@ -260,7 +260,7 @@ def run_linear(fn, inputs, learn, seed, **kwargs) -> Result:
 
 def check_linear(actual: Result, expected: Result, dtype, what=""):
     """linear_lif's current comes from another GEMM than the reference's matmul, or for a layer
-    of at most 4 neurons from row loops (csrc/narrow_linear.h): another summation order, so the
+    of at most 4 neurons from row loops (csrc/cpu/narrow_linear.h): another summation order, so the
     membrane is compared at 1e-12 (float64) instead of bit-exactly, with a floor of 1e-2 of its
     largest magnitude: a current that cancels to ~1e-4 of its terms carries their rounding
     (seen: 4.4e-16 on 2.1e-4 with terms of order 1). Spikes must still be identical."""

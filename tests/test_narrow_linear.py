@@ -1,4 +1,4 @@
-"""The narrow-layer synapse (csrc/narrow_linear.h: layers of at most 4 neurons, e.g. a classifier
+"""The narrow-layer synapse (csrc/cpu/narrow_linear.h: layers of at most 4 neurons, e.g. a classifier
 readout, run as row loops instead of GEMMs on the CPU): linear_lif against the reference,
 linear_dense_backward against float64 matmuls (GRAD_TOL in helpers.py: float64 relative 1e-10),
 the same bits on 1 and 2 threads, and empty inputs."""
@@ -11,10 +11,10 @@ import torch
 import snnkernels
 from snnkernels import reference
 
-from helpers import GRAD_TOL, Tol, assert_close, generator, run_portable
+from helpers import GRAD_TOL, Tol, assert_close, generator
 from test_linear_lif import layer_inputs, run_layer
 
-NARROW_MAX = snnkernels.build_info()["narrow_max_width"]  # kNarrowMaxWidth, narrow_linear.h
+NARROW_MAX = snnkernels.build_info()["narrow_max_width"]  # csrc/cpu/policy.h
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -83,41 +83,6 @@ def test_empty_dimensions(t, b, f, n):
     grads_r = torch.autograd.grad((spk_r + mem_r).sum(), (x, w, bias))
     for got, want in zip(grads, grads_r):
         assert got.shape == want.shape and torch.allclose(got, want)
-
-
-def float32_currents():
-    """The narrow synapse's float32 outputs over F with and without a tail of the 16 lanes, for
-    spikes, dense values and NaN / signed zeros: linear_lif_forward's membrane with beta 0 and no
-    reset, which is the current."""
-    g = generator(5)
-    one = torch.ones(1)
-    out = []
-    for f in (1, 7, 16, 17, 70, 128, 130):
-        for n in range(1, NARROW_MAX + 1):
-            x = torch.randn(3, 9, f, generator=g)
-            spikes = (x > 0.8).float()
-            special = x.clone()
-            special[0, 0] = -0.0
-            special[1, 1, 0] = float("nan")
-            w = torch.randn(n, f, generator=g)
-            bias = torch.randn(n, generator=g)
-            for inp in (x, spikes, special):
-                for b in (bias, None):
-                    _, mem, _, _ = torch.ops.snnkernels.linear_lif_forward(
-                        inp, w, b, one * 0.0, one, one, 0, 2.0, 0.0, 2, True, 0, 0, 0.0, False)
-                    out.append(mem)
-    return out
-
-
-def test_float32_portable_path_gives_the_same_bits(tmp_path):
-    """With AVX-512 the float32 forward sums in registers (narrow_linear_cpu.cpp); with
-    SNNKERNELS_PORTABLE=1 (a subprocess) it runs the portable loops: the same bits."""
-    portable = run_portable(tmp_path, "test_narrow_linear", "float32_currents()")
-    here = float32_currents()
-    assert len(portable) == len(here) == 7 * NARROW_MAX * 6
-    assert any(c.isnan().any() for c in here), "no NaN reached an output: a weak test"
-    for p, h in zip(portable, here):
-        assert torch.equal(p.nan_to_num(nan=7.0), h.nan_to_num(nan=7.0))
 
 
 def test_float32_matches_float64():

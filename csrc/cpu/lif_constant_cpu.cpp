@@ -11,20 +11,12 @@
 // depend on the thread count.
 #include <torch/library.h>
 
-#include "avx512.h"
 #include "lif_cpu_common.h"
 
 namespace snnkernels {
 namespace {
 
 using namespace cpu;
-
-// Per-task arrays of the backward (the trajectory and the chunk's state): up to this many bytes,
-// so they stay in the 48 KiB L1 of this machine's cores while the upstream gradient streams in.
-// Measured in bench_tabular's 128 x 2 step (T = 25, M = 32768): 0.43 ms a call with 64- or
-// 256-neuron chunks, 0.66 ms with 8192-neuron ones; with cold caches alone 0.40 ms at 128 to 256
-// neurons, 0.41-0.42 ms at 64 or 512 to 1024, 0.44 ms at 8192.
-constexpr int64_t kBackwardTaskBytes = int64_t(32) << 10;
 
 // One step of one chunk: u_prev -> u_out (and h_out = the pre-reset membrane without a reset
 // delay). A function of its own with __restrict__ parameters so GCC vectorizes it (lif_cpu.cpp).
@@ -44,52 +36,14 @@ void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restri
   }
 }
 
-// The backward's two row loops, compiled for AVX-512, AVX2 and the baseline (avx512.h; GCC
-// vectorizes the baseline with SSE2, 4 floats at a time): the recompute, then the walk back
-// with dL/dx summed over the steps. Measured in bench_tabular's 128 x 2 step (torch profiler,
-// 2 threads): the backward took 0.21-0.30 ms a call instead of 0.40-0.46 ms (AVX2 at most:
-// 0.28-0.29 ms; at f7a5845 0.30-0.35 against AVX-512's 0.24-0.29). The forward's row is built
-// for AVX2 and the baseline only (SNN_CLONES_AVX2): cloned for AVX-512 as well, this forward took
-// 0.34-0.36 ms instead of 0.26-0.29 and slowed the ops after it (alone, on warm buffers, it was
-// faster); with AVX2 at most it took 0.15-0.16 ms instead of 0.19-0.23 in the step, the ops
-// after it unchanged. Alone, 25 steps: 0.14 instead of 0.19 ms at M = 32768, 1.16-1.17 instead of
-// 1.43 at 262144, but 8.35-8.50 instead of 7.85-7.89 at 1048576 (100 MB of spikes), so above
-// kWideRowMaxBytes of spikes the baseline build runs (lif_cpu_common.h, wide_rows).
-template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES __attribute__((flatten)) void recompute_row(
-    const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
-    T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
-  step_row<T, R, kDelay, kUniform>(x, u_prev, u_out, h_out, beta_c, thr, graded, spk, len);
-}
-
-template <typename T, Reset R, bool kDelay, bool kUniform>
-SNN_CLONES_AVX2 __attribute__((flatten)) void forward_step_row(
-    const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
-    T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
-  step_row<T, R, kDelay, kUniform>(x, u_prev, u_out, h_out, beta_c, thr, graded, spk, len);
-}
-
-template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads, bool kUniform>
-SNN_CLONES __attribute__((flatten)) void sum_grad_row(
-    const T* __restrict__ h, const T* __restrict__ u_prev, const T* __restrict__ g_spk,
-    const T* __restrict__ g_mem, const T* __restrict__ beta_c, const T* __restrict__ thr,
-    const T* __restrict__ graded, T p0, T p1, T* __restrict__ grad_x, T* __restrict__ carry,
-    T* __restrict__ d_beta, T* __restrict__ d_thr, T* __restrict__ d_graded, int64_t len) {
-  backward_row<T, S, R, kDelay, kParamGrads, kUniform, /*kSumX=*/true>(
-      h, u_prev, g_spk, g_mem, beta_c, thr, graded, p0, p1, grad_x, carry, d_beta, d_thr,
-      d_graded, len);
-}
-
-// Neurons per chunk of the backward: as many as fit kBackwardTaskBytes with `arrays` arrays of
+// Neurons per chunk of the backward: as many as fit constant_task_bytes() with `arrays` arrays of
 // one value per neuron besides the trajectory (T rows, two arrays without a reset delay), in
 // multiples of 64, at least 64 (lif_cpu's chunk_width when that is smaller), at most M (a long
 // sequence of a few neurons must not get a trajectory of 64).
 template <typename T>
 int64_t backward_chunk_width(int64_t steps, int64_t m, bool delay, int64_t arrays) {
   const int64_t per_neuron = (steps * (delay ? 1 : 2) + arrays) * int64_t(sizeof(T));
-  const int64_t fit = std::max<int64_t>(kBackwardTaskBytes / per_neuron / 64 * 64, 64);
+  const int64_t fit = std::max<int64_t>(constant_task_bytes() / per_neuron / 64 * 64, 64);
   return std::min({chunk_width(m), fit, m});
 }
 
@@ -98,11 +52,8 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
                     T* __restrict__ spk, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const bool wide = wide_rows(steps, m, sizeof(T));
   const auto row_fn =
-      params.uniform()
-          ? (wide ? forward_step_row<T, R, kDelay, true> : step_row<T, R, kDelay, true>)
-          : (wide ? forward_step_row<T, R, kDelay, false> : step_row<T, R, kDelay, false>);
+      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 3, width);
@@ -135,10 +86,11 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk, const T* __restr
   constexpr int64_t kRows = ChunkParams<T>::kArrays + 8;  // the arrays before the trajectory
   const int64_t width = backward_chunk_width<T>(steps, m, kDelay, kRows);
   const int64_t chunks = (m + width - 1) / width;
-  const auto step_fn = params.uniform() ? recompute_row<T, R, kDelay, true>
-                                        : recompute_row<T, R, kDelay, false>;
-  const auto grad_fn = params.uniform() ? sum_grad_row<T, S, R, kDelay, kParamGrads, true>
-                                        : sum_grad_row<T, S, R, kDelay, kParamGrads, false>;
+  const auto step_fn =
+      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
+  const auto grad_fn =
+      params.uniform() ? backward_row<T, S, R, kDelay, kParamGrads, true, /*kSumX=*/true>
+                       : backward_row<T, S, R, kDelay, kParamGrads, false, /*kSumX=*/true>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kRows + steps * (kDelay ? 1 : 2), width);

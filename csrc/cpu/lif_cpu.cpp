@@ -14,11 +14,8 @@
 // element in float32), since the same-step reset is not invertible (reset to zero forgets it).
 #include <torch/library.h>
 
-#include "../lif_forward_in_place.h"
-#include "../narrow_linear.h"
-#include "avx512.h"
+#include "lif_cpu.h"
 #include "lif_cpu_common.h"
-#include "readout.h"
 
 namespace snnkernels {
 namespace {
@@ -28,9 +25,6 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-// Built as it is (baseline) and for AVX2 (forward_row_avx2), chosen by the size of the call
-// (lif_cpu_common.h, wide_rows). In bench_tabular's 128 x 2 step the AVX2 build took 0.32-0.34
-// ms instead of 0.35-0.37; an AVX-512 clone took 0.61-0.64 ms instead of 0.42-0.45 there.
 // kInPlace: the input is read from mem (x is unused) and overwritten by the membrane.
 template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
@@ -50,31 +44,14 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
   }
 }
 
-template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
-SNN_CLONES_AVX2 __attribute__((flatten)) void forward_row_avx2(
-    const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
-    const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
-    T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
-  forward_row<T, R, kDelay, kUniform, kInPlace>(x, state, beta_c, thr, graded, spk, mem, pre,
-                                                len);
-}
-
 // kInPlace: x is mem (contiguous [T, M]), each value read before the membrane overwrites it.
-// readout: when not null, its current's rows are summed from each step's spikes of the chunk,
-// whose width is then a whole number of the readout's input rows (H neurons).
 template <typename T, Reset R, bool kDelay, bool kInPlace>
 void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Params params,
-                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m,
-                    const ReadoutCurrent<T>* readout) {
-  const int64_t rows = readout != nullptr ? readout->hidden : 1;
-  const int64_t width = std::max<int64_t>(1, chunk_width(m) / rows) * rows;
+                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m) {
+  const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const bool wide = wide_rows(steps, m, sizeof(T));
-  const auto row_fn = params.uniform()
-                          ? (wide ? forward_row_avx2<T, R, kDelay, true, kInPlace>
-                                  : forward_row<T, R, kDelay, true, kInPlace>)
-                          : (wide ? forward_row_avx2<T, R, kDelay, false, kInPlace>
-                                  : forward_row<T, R, kDelay, false, kInPlace>);
+  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true, kInPlace>
+                                       : forward_row<T, R, kDelay, false, kInPlace>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
@@ -92,25 +69,18 @@ void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Para
         const int64_t off = t * m + n0;
         row_fn(kInPlace ? nullptr : x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded,
                spk + off, mem + off, kDelay ? nullptr : pre + off, len);
-        if (readout != nullptr) {
-          narrow_linear_rows(spk + off, rows, readout->w, readout->classes, readout->bias,
-                             readout->out + (t * (m / rows) + n0 / rows) * readout->classes, 0,
-                             len / rows);
-        }
       }
     }
   });
 }
 
-// readout: when not null, the spikes' gradient comes from it (grad_spk is not read).
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kParamGrads>
 void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                      const c10::optional<at::Tensor>& grad_mem, const T* __restrict__ mem,
                      const T* __restrict__ pre, const T* __restrict__ mem0, Params params,
                      T p0, T p1, T* __restrict__ grad_x, T* __restrict__ grad_mem0,
                      T* __restrict__ grad_beta, T* __restrict__ grad_thr,
-                     T* __restrict__ grad_graded, int64_t steps, int64_t m,
-                     const ReadoutGrad<T>* readout) {
+                     T* __restrict__ grad_graded, int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
   const auto row_fn = params.uniform() ? backward_row<T, S, R, kDelay, kParamGrads, true>
@@ -130,8 +100,7 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      const GradRows<T> gs = readout != nullptr ? GradRows<T>{gs_local, 0}
-                                                : grad_rows(grad_spk, n0, len, gs_local);
+      const GradRows<T> gs = grad_rows(grad_spk, n0, len, gs_local);
       const GradRows<T> gm = grad_rows(grad_mem, n0, len, gm_local);
       std::fill(carry, carry + len, T(0));
       if constexpr (kParamGrads) {
@@ -143,7 +112,6 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       if (mem0 == nullptr) std::fill(zeros, zeros + len, T(0));
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * m + n0;
-        if (readout != nullptr) fill_readout_grad(*readout, t, m, n0, len, gs_local);
         row_fn(
             kDelay ? mem + off : pre + off, t > 0 ? mem + off - m : first_prev,
             gs.base + t * gs.step, gm.base + t * gm.step, cp.beta_c, cp.thr, cp.graded, p0, p1,
@@ -157,15 +125,10 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk,
 
 using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
-// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place);
-// readout_out, when not null (lif_forward_in_place_with_readout, whose caller checked the
-// readout's arguments): receives the readout's current.
+// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place).
 Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
                    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-                   int64_t reset, bool reset_delay, bool in_place,
-                   const at::Tensor* readout_weight = nullptr,
-                   const c10::optional<at::Tensor>* readout_bias = nullptr,
-                   at::Tensor* readout_out = nullptr) {
+                   int64_t reset, bool reset_delay, bool in_place) {
   TORCH_CHECK(x.dim() == 2, "snnkernels: x must be [T, M], got ", x.sizes());
   check_cpu_dtype(x);
   const int64_t steps = x.size(0), m = x.size(1);
@@ -193,17 +156,9 @@ Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
       constexpr bool kDelay = decltype(delay)::value;
       const auto kernel = in_place ? forward_kernel<scalar_t, R, kDelay, true>
                                    : forward_kernel<scalar_t, R, kDelay, false>;
-      const ReadoutCurrent<scalar_t> readout =
-          readout_out == nullptr
-              ? ReadoutCurrent<scalar_t>{}
-              : ReadoutCurrent<scalar_t>{
-                    readout_weight->data_ptr<scalar_t>(),
-                    readout_bias->has_value() ? (*readout_bias)->data_ptr<scalar_t>() : nullptr,
-                    readout_weight->size(0), readout_weight->size(1),
-                    readout_out->data_ptr<scalar_t>()};
       kernel(x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
              mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps,
-             m, readout_out == nullptr ? nullptr : &readout);
+             m);
     });
   });
   return {spk, mem, pre};
@@ -218,15 +173,12 @@ Triple lif_forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem
 
 using Quint = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// lif_backward; with readout_grad and readout_weight (lif_backward_readout) the spikes'
-// gradient comes from them instead of grad_spk.
-Quint backward_cpu(const c10::optional<at::Tensor>& grad_spk,
-                   const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                   const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                   const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-                   int64_t surrogate, double p0, double p1, int64_t reset, bool reset_delay,
-                   bool param_grads, const at::Tensor* readout_grad,
-                   const at::Tensor* readout_weight) {
+Quint lif_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
+                       const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
+                       const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
+                       const at::Tensor& beta, const at::Tensor& threshold,
+                       const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                       int64_t reset, bool reset_delay, bool param_grads) {
   TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
   check_cpu_dtype(mem);
   const int64_t steps = mem.size(0), m = mem.size(1);
@@ -238,77 +190,33 @@ Quint backward_cpu(const c10::optional<at::Tensor>& grad_spk,
     g.set_empty_result(param_grads, beta, threshold, graded);
     return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
   }
-  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
-             &grad_graded = g.graded;
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_cpu", [&] {
     using T = scalar_t;
     const T* mem0_ptr = mem0.has_value() ? mem0->data_ptr<T>() : nullptr;
-    T* gb = param_grads ? grad_beta.data_ptr<T>() : nullptr;
-    T* gt = param_grads ? grad_thr.data_ptr<T>() : nullptr;
-    T* gg = param_grads ? grad_graded.data_ptr<T>() : nullptr;
-    const ReadoutGrad<T> readout =
-        readout_grad == nullptr
-            ? ReadoutGrad<T>{}
-            : ReadoutGrad<T>{readout_grad->data_ptr<T>(), readout_weight->data_ptr<T>(),
-                             readout_weight->size(0), readout_weight->size(1)};
+    T* gb = param_grads ? g.beta.data_ptr<T>() : nullptr;
+    T* gt = param_grads ? g.threshold.data_ptr<T>() : nullptr;
+    T* gg = param_grads ? g.graded.data_ptr<T>() : nullptr;
     dispatch_backward(surrogate, reset, reset_delay, param_grads, [&](auto s, auto r, auto delay,
                                                                       auto with_params) {
       backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
                       decltype(with_params)::value>(
           grad_spk, grad_mem, mem.data_ptr<T>(), reset_delay ? nullptr : pre_reset.data_ptr<T>(),
           mem0_ptr, params, static_cast<T>(p0), static_cast<T>(p1), grad_x.data_ptr<T>(),
-          grad_mem0.data_ptr<T>(), gb, gt, gg, steps, m,
-          readout_grad == nullptr ? nullptr : &readout);
+          g.mem0.data_ptr<T>(), gb, gt, gg, steps, m);
     });
   });
   g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);
   return {grad_x, g.mem0, g.beta, g.threshold, g.graded};
 }
 
-Quint lif_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
-                       const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                       const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                       const at::Tensor& beta, const at::Tensor& threshold,
-                       const at::Tensor& graded, int64_t surrogate, double p0, double p1,
-                       int64_t reset, bool reset_delay, bool param_grads) {
-  return backward_cpu(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
-                      surrogate, p0, p1, reset, reset_delay, param_grads, nullptr, nullptr);
-}
-
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpu::lif_backward_with_readout(
-    const at::Tensor& readout_grad, const at::Tensor& readout_weight,
-    const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem, const at::Tensor& pre_reset,
-    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-    int64_t surrogate, double p0, double p1, int64_t reset, bool reset_delay,
-    bool param_grads) {
-  auto [grad_x, grad_mem0, grad_beta, grad_thr, grad_graded] =
-      backward_cpu(c10::nullopt, grad_mem, mem, pre_reset, c10::nullopt, beta, threshold, graded,
-                   surrogate, p0, p1, reset, reset_delay, param_grads, &readout_grad,
-                   &readout_weight);
-  return {grad_x, grad_beta, grad_thr, grad_graded};
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
     const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
     const at::Tensor& graded, int64_t reset, bool reset_delay) {
   return forward_cpu(x, c10::nullopt, beta, threshold, graded, reset, reset_delay,
                      /*in_place=*/true);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpu::lif_forward_in_place_with_readout(
-    const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
-    const at::Tensor& graded, int64_t reset, bool reset_delay, const at::Tensor& readout_weight,
-    const c10::optional<at::Tensor>& readout_bias) {
-  const int64_t hidden = readout_weight.size(1);
-  at::Tensor current = empty_output({x.size(0) * (x.size(1) / hidden), readout_weight.size(0)},
-                                    x.options());
-  auto [spk, mem, pre] = forward_cpu(x, c10::nullopt, beta, threshold, graded, reset,
-                                     reset_delay, /*in_place=*/true, &readout_weight,
-                                     &readout_bias, &current);
-  return {spk, mem, pre, current};
 }
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {

@@ -1,5 +1,6 @@
 // Pieces shared by the CPU LIF kernels (lif_cpu.cpp: dense forward and backward;
-// lif_masked_cpu.cpp: the sparse-gradient backward): chunking, per-task scratch, parameters.
+// lif_masked_cpu.cpp: the sparse-gradient backward; lif_constant_cpu.cpp): chunking, per-task
+// scratch, parameters, the dense backward's row.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -10,41 +11,22 @@
 
 #include "../lif_checks.h"
 #include "../lif_dispatch.h"
+#include "policy.h"
 
 namespace snnkernels {
 namespace cpu {
 
-constexpr int64_t kMaxChunk = 2048;
-
-// Neurons per chunk: at most kMaxChunk, so a chunk's per-step arrays (the state, 8 KiB of floats)
-// stay in L1 while the [T, M] tensors stream past; each time step then reads runs of 8 KiB, long
-// enough for the hardware prefetcher (256-neuron chunks ran the forward at half the speed of
-// 8192-neuron ones, T=25, B=256, N=1024). At least two chunks per thread when there is enough
-// work. Measured on this project's 2-core CPU, [25, 32768] / [25, 262144] float32, against 8192:
-// forward 0.34 / 2.52 ms instead of 0.36 / 2.74, backward 0.23 / 1.75 instead of 0.26 / 1.99;
-// 1024 about the same, 512 and 4096 slower. Results do not depend on it: every neuron is
-// computed the same way in any chunk.
-inline int64_t chunk_width(int64_t m, int64_t max_width = kMaxChunk) {
+// Neurons per chunk: at most max_chunk() (policy.h); at least two chunks per thread when there
+// is enough work. Results do not depend on it: every neuron is computed the same way in any chunk.
+inline int64_t chunk_width(int64_t m, int64_t max_width = max_chunk()) {
   const int64_t parts = 2 * static_cast<int64_t>(at::get_num_threads());
   const int64_t width = ((m + parts - 1) / parts + 63) / 64 * 64;
   return std::clamp<int64_t>(width, 64, max_width);
 }
 
-// The LIF forward rows (lif_cpu.cpp, lif_constant_cpu.cpp) run their AVX2 build (avx512.h:
-// SNN_CLONES_AVX2) when the call's [T, M] tensors are at most this large, the baseline build
-// (SSE2, 4 floats a vector) above: once they stream from memory the baseline measured faster.
-// lif_forward alone on this project's 2-core CPU, T = 25, float32, interleaved processes: M =
-// 32768 0.33-0.34 ms instead of 0.35, 262144 2.26-2.45 instead of 2.51-2.65, but 1048576
-// 16.2-16.6 instead of 14.9-15.2 (524288: within the noise either way). Same bits either way.
-constexpr int64_t kWideRowMaxBytes = int64_t(32) << 20;
-
-inline bool wide_rows(int64_t steps, int64_t m, int64_t itemsize) {
-  return steps * m * itemsize <= kWideRowMaxBytes;
-}
-
 // Per-task scratch: `count` arrays of `width` values each, allocated once per parallel task and
-// left uninitialized (every kernel fills an array before reading it; zeroing up to 15 x 8192
-// values per task was a visible share of a single-step call).
+// left uninitialized (every kernel fills an array before reading it; zeroing them was a visible
+// share of a single-step call).
 template <typename T>
 struct Scratch {
   std::unique_ptr<T[]> storage;
@@ -61,7 +43,7 @@ struct Param {
 
 // The values of one chunk of neurons, gathered once so the time loop reads contiguous arrays.
 // No integer division per element: with T = 1 (a single-step call) this load is most of the
-// kernel, and `(n0 + i) % period` for every neuron and parameter cost ~10x the LIF math.
+// kernel, and a `%` per neuron and parameter cost several times the LIF math.
 template <typename T>
 void load_chunk(const Param& p, int64_t n0, int64_t len, T* dst) {
   const T* src = static_cast<const T*>(p.data);
@@ -84,9 +66,8 @@ struct Params {
   bool uniform() const { return beta.period == 1 && threshold.period == 1 && graded.period == 1; }
 };
 
-// A chunk's parameters when every neuron has the same values (Params::uniform). The row loops
-// then use these locals instead of reading three per-neuron arrays: measured at T=25, B=256,
-// N=256, 2 threads, the forward took 0.67 ms instead of 0.80-0.89.
+// A chunk's parameters when every neuron has the same values (Params::uniform): the row loops
+// then use these locals instead of reading three per-neuron arrays (a faster forward).
 template <typename T>
 struct UniformParams {
   T beta, thr, graded;
@@ -126,8 +107,7 @@ inline at::Tensor reduce_periodic(const at::Tensor& partial, int64_t period) {
     scalar_t* dst = out.data_ptr<scalar_t>();
     if (period == 1) {
       // One sum over all M (a scalar parameter): 8 interleaved lanes, combined in lane order,
-      // so it vectorizes (one dependent chain of M additions took ~0.7 ms at M = 262144) and the
-      // order is still fixed.
+      // so it vectorizes (one dependent chain of M additions is slow) and the order is fixed.
       constexpr int64_t kLanes = 8;
       double lanes[kLanes] = {};
       int64_t j = 0;

@@ -1,4 +1,4 @@
-// The LIF backward with a sparse-gradient mask (snnkernels.sparse; SPEC section 3), on the CPU.
+// The LIF backward with a sparse-gradient mask (snnkernels.sparse; docs/semantics.md), on the CPU.
 //
 // Same walk as the dense backward (lif_cpu.cpp: chunks of neurons, time backwards, state in
 // per-task arrays), with two differences:
@@ -20,15 +20,8 @@
 // Every value is computed by one thread in a fixed order: same bits for any thread count.
 #include <torch/library.h>
 
-#include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <limits>
-#include <type_traits>
-
-#include "avx512.h"
 #include "lif_cpu_common.h"
-#include "readout.h"
+#include "topk_select.h"
 
 namespace snnkernels {
 namespace {
@@ -82,263 +75,6 @@ void carry_row(const T* __restrict__ g_h, const T* __restrict__ u_prev,
   }
 }
 
-// Steps 2 and 3 of the selection below (TopKSelector::select), portable and with AVX-512.
-// compact: the indices of the keys >= bound, ascending, into cand, and their keys into
-// cand_keys; returns how many (both may be written up to kCompactSlack slots past the count).
-// pick: the k candidates of largest key (ties: lower index) into idx, ascending (idx needs room
-// for k + 1: the branch-free stores write one past the last).
-constexpr int64_t kCompactSlack = 16;
-
-struct PortableSteps {
-  static constexpr bool kCountedBound = false;
-  template <typename Key>
-  static int64_t compact(const Key* key, int64_t n, Key bound, int32_t* cand, Key* cand_keys) {
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) {  // branch-free: always write, advance when kept
-      cand[count] = static_cast<int32_t>(i);
-      count += key[i] >= bound;
-    }
-    for (int64_t c = 0; c < count; ++c) cand_keys[c] = key[cand[c]];
-    return count;
-  }
-
-  // tau = the k-th largest candidate key (nth_element on a copy), then one scan in index order
-  // takes the keys > tau and the first ties == tau.
-  template <typename Key>
-  static void pick(const int32_t* cand, const Key* cand_keys, int64_t count, int64_t k,
-                   int32_t* idx, Key* scratch) {
-    std::copy_n(cand_keys, count, scratch);
-    std::nth_element(scratch, scratch + (count - k), scratch + count);
-    const Key tau = scratch[count - k];
-    int64_t ties = k;  // how many keys equal to tau to take
-    for (int64_t c = count - k; c < count; ++c) ties -= scratch[c] > tau;
-    int64_t j = 0;
-    for (int64_t c = 0; c < count; ++c) {
-      const Key kc = cand_keys[c];
-      const bool take = kc > tau || (kc == tau && ties > 0);
-      ties -= take && kc == tau;
-      idx[j] = cand[c];
-      j += take;
-    }
-  }
-};
-
-#if defined(__x86_64__)
-// float keys with AVX-512. Measured at N = 1024, k = 10 (perf): the scalar compaction was about
-// a third of the selection's time, and after it nth_element and the tie scan (compiled to
-// mispredicted branches) were over half. The masked backward at T=25, B=256 (2 threads) took
-// 6.0-7.1 ms instead of 8.2-8.3.
-struct Avx512Steps {
-  static constexpr bool kCountedBound = true;
-  // 16 keys per compare; the kept lanes are packed by vpcompressd and stored as full vectors.
-  __attribute__((target("avx512f"))) static int64_t compact(const uint32_t* key, int64_t n,
-                                                            uint32_t bound, int32_t* cand,
-                                                            uint32_t* cand_keys) {
-    const __m512i b = _mm512_set1_epi32(static_cast<int>(bound));
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; i += 16) {
-      const __m512i kv = _mm512_maskz_loadu_epi32(lanes_below(n - i), key + i);
-      const __mmask16 keep = _mm512_mask_cmpge_epu32_mask(lanes_below(n - i), kv, b);
-      _mm512_storeu_si512(cand + count, _mm512_maskz_compress_epi32(keep, index));
-      _mm512_storeu_si512(cand_keys + count, _mm512_maskz_compress_epi32(keep, kv));
-      count += __builtin_popcount(keep);
-      index = _mm512_add_epi32(index, step);
-    }
-    return count;
-  }
-
-  // Candidate c is taken when fewer than k candidates outrank it: rank = #(key > key_c) +
-  // #(key == key_c among the earlier candidates), counted with vector compares against all
-  // candidates (up to kMaxVecs * 16 of them; more fall back to the portable pick).
-  __attribute__((target("avx512f"))) static void pick(const int32_t* cand,
-                                                      const uint32_t* cand_keys,
-                                                      int64_t count, int64_t k, int32_t* idx,
-                                                      uint32_t* scratch) {
-    constexpr int64_t kMaxVecs = 8;
-    const int64_t vecs = (count + 15) / 16;
-    if (vecs > kMaxVecs) return PortableSteps::pick(cand, cand_keys, count, k, idx, scratch);
-    __m512i keys[kMaxVecs];
-    for (int64_t v = 0; v < vecs; ++v) {
-      keys[v] = _mm512_maskz_loadu_epi32(lanes_below(count - v * 16), cand_keys + v * 16);
-    }
-    int64_t j = 0;
-    for (int64_t c = 0; c < count; ++c) {
-      const __m512i kc = _mm512_set1_epi32(static_cast<int>(cand_keys[c]));
-      int64_t rank = 0;
-      for (int64_t v = 0; v < vecs; ++v) {
-        const __mmask16 gt = _mm512_mask_cmpgt_epu32_mask(lanes_below(count - v * 16), keys[v], kc);
-        const __mmask16 tie = _mm512_mask_cmpeq_epu32_mask(lanes_below(c - v * 16), keys[v], kc);
-        rank += __builtin_popcount(gt) + __builtin_popcount(tie);
-      }
-      idx[j] = cand[c];
-      j += rank < k;
-    }
-  }
-
-  // Step 1 for larger k (the portable selection uses a histogram, whose scattered increments
-  // were three quarters of the selection's time at N = 512, k = 26): a lower bound found by
-  // counting keys >= L with vector compares. L walks down from the largest key's power of two,
-  // one power at a time, to the first with at least k keys at or above it; then bisects between
-  // it and the last power with fewer, until at most kEnough keys (or ties alone) remain.
-  // Measured at T=25, B=256, N=512, k=26, 2 threads: the masked backward took 3.9-4.2 ms
-  // instead of 4.9-5.0.
-  static constexpr int64_t kEnough = 48;
-  // top: the largest key.
-  __attribute__((target("avx512f"))) static uint32_t counted_bound(const uint32_t* key,
-                                                                   int64_t n, int64_t k,
-                                                                   uint64_t top) {
-    constexpr uint64_t kOneExponent = 1u << 23;
-    uint64_t hi = top + 1;  // fewer than k keys >= hi
-    uint64_t lo = top & ~(kOneExponent - 1);
-    int64_t at_lo = count_at_least(key, n, lo);
-    while (at_lo < k) {  // lo > 0 here: all n >= k keys are >= 0
-      hi = lo;
-      lo -= kOneExponent;
-      at_lo = count_at_least(key, n, lo);
-    }
-    while (at_lo > std::max(kEnough, k) && hi - lo > 1) {
-      const uint64_t mid = lo + (hi - lo) / 2;
-      const int64_t at_mid = count_at_least(key, n, mid);
-      if (at_mid >= k) {
-        lo = mid;
-        at_lo = at_mid;
-      } else {
-        hi = mid;
-      }
-    }
-    return static_cast<uint32_t>(lo);
-  }
-
-  __attribute__((target("avx512f"))) static int64_t count_at_least(const uint32_t* key,
-                                                                   int64_t n, uint64_t bound) {
-    const __m512i b = _mm512_set1_epi32(static_cast<int>(bound));
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 valid = lanes_below(n - i);
-      count += __builtin_popcount(
-          _mm512_mask_cmpge_epu32_mask(valid, _mm512_maskz_loadu_epi32(valid, key + i), b));
-    }
-    return count;
-  }
-};
-#endif
-
-// Selects the k entries of a row with the largest |g| (ties: lower index), as ascending indices.
-// Magnitudes are compared as the integer bits of |g| (same order for non-negative floats).
-// 1. A lower bound L on the k-th largest key, such that at least k keys are >= L:
-//    small k (k <= n / 32): split the row into k blocks; their k maxima are k distinct entries,
-//    so L = the smallest block maximum (vectorizable max loops);
-//    larger k: a histogram of the keys' top 12 bits (sign, exponent, 3 mantissa bits); L = the
-//    start of the bin that holds the k-th largest key (Avx512Steps: counted_bound instead).
-// 2. The candidates (key >= L, compacted in index order) are usually a small multiple of k.
-// 3. The k of them with the largest keys (ties: lower index), kept in index order.
-// (Measured per element at N = 1024: std::nth_element on the whole row 5x slower at k = 10; the
-// block bound 1.7 ns at k = 10 (histogram 2.3), the histogram 2.4 ns at k = 51 (block 4.0).)
-template <typename T>
-class TopKSelector {
- public:
-  using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-
-  // The candidate buffers have kCompactSlack spare slots for the compaction's full-vector stores.
-  explicit TopKSelector(int64_t n)
-      : keys_(n), cand_(n + kCompactSlack), cand_keys_(n + kCompactSlack), pick_scratch_(n),
-        hist_(2048) {}
-
-  // idx must have room for k + 1 entries. Steps: PortableSteps or Avx512Steps.
-  template <typename Steps>
-  inline __attribute__((always_inline)) void select(const T* g, int64_t n, int64_t k,
-                                                    int32_t* idx) {
-    if (k >= n) {
-      for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
-      return;
-    }
-    Key* key = keys_.data();
-    for (int64_t i = 0; i < n; ++i) key[i] = rank_key(g[i]);
-    Key bound;
-    if (k * 32 <= n) {
-      bound = block_bound(key, n, k);
-    } else if constexpr (Steps::kCountedBound) {
-      bound = Steps::counted_bound(key, n, k, block_max(key, n));
-    } else {
-      bound = histogram_bound(key, n, k);
-    }
-    const int64_t count = Steps::compact(key, n, bound, cand_.data(), cand_keys_.data());
-    Steps::pick(cand_.data(), cand_keys_.data(), count, k, idx, pick_scratch_.data());
-  }
-
- private:
-  // |v| as TopK ranks it, as an unsigned integer of the same order; NaN ranks as +inf
-  // (torch.sort puts NaN first in descending order). |v| is taken by clearing the sign bit:
-  // math_abs(-0.0) is -0.0, whose key (sign bit set) outranked every other entry and indexed
-  // past the end of the histogram (found by tests/test_hardening_properties.py).
-  static Key rank_key(T v) { return topk_rank_key(v); }
-
-  static Key block_bound(const Key* key, int64_t n, int64_t k) {
-    const int64_t block = n / k;
-    Key bound = std::numeric_limits<Key>::max();
-    for (int64_t b = 0; b < k; ++b) bound = std::min(bound, block_max(key + b * block, block));
-    return bound;
-  }
-
-  // The walk down the bins starts at the largest key's bin, not at the top one: gradients are
-  // small numbers, so starting at bin 2047 walked ~1000 empty bins per row (most of the
-  // selection's time at N = 512). The histogram is left zeroed for the next row by clearing
-  // the bins this row touched, not all 2048.
-  Key histogram_bound(const Key* key, int64_t n, int64_t k) {
-    constexpr int kShift = int(sizeof(Key)) * 8 - 12;  // 2048 bins: the sign bit is 0
-    Key top = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      ++hist_[key[i] >> kShift];
-      top = key[i] > top ? key[i] : top;
-    }
-    int64_t above = 0;  // keys in the bins above `bin`
-    Key bin = top >> kShift;
-    while (above + hist_[bin] < k) above += hist_[bin--];
-    for (int64_t i = 0; i < n; ++i) hist_[key[i] >> kShift] = 0;
-    return bin << kShift;
-  }
-
-  static Key block_max(const Key* __restrict__ key, int64_t len) {
-    Key m = 0;
-    for (int64_t i = 0; i < len; ++i) m = key[i] > m ? key[i] : m;
-    return m;
-  }
-
-  std::vector<Key> keys_;
-  std::vector<int32_t> cand_;
-  std::vector<Key> cand_keys_;
-  std::vector<Key> pick_scratch_;
-  std::vector<int64_t> hist_;
-};
-
-// The selection compiled for AVX-512, AVX2 and the baseline, picked at load time (integer max
-// and compares are emulated in baseline SSE2): measured at N = 1024, k = 10, 2 threads, the
-// masked backward took 8.6 ms instead of 11.3 ms. float32 on an AVX-512 CPU runs Avx512Steps
-// unless SNNKERNELS_PORTABLE is set (avx512.h; tests/test_topk_selection.py compares both).
-SNN_CLONES void select_topk_portable(TopKSelector<float>& s, const float* g, int64_t n,
-                                     int64_t k, int32_t* idx) {
-  s.template select<PortableSteps>(g, n, k, idx);
-}
-SNN_CLONES void select_topk(TopKSelector<double>& s, const double* g, int64_t n, int64_t k,
-                            int32_t* idx) {
-  s.template select<PortableSteps>(g, n, k, idx);
-}
-#if defined(__x86_64__)
-__attribute__((target("avx512f"))) void select_topk_avx512(TopKSelector<float>& s,
-                                                             const float* g, int64_t n,
-                                                             int64_t k, int32_t* idx) {
-  s.template select<Avx512Steps>(g, n, k, idx);
-}
-#endif
-void select_topk(TopKSelector<float>& s, const float* g, int64_t n, int64_t k, int32_t* idx) {
-#if defined(__x86_64__)
-  if (use_avx512()) return select_topk_avx512(s, g, n, k, idx);
-#endif
-  select_topk_portable(s, g, n, k, idx);
-}
-
 template <typename T>
 struct MaskedOut {
   T* grad_x;  // dense [T, M], or nullptr when compact
@@ -347,26 +83,19 @@ struct MaskedOut {
   const int64_t* row_ptr;  // CSR (ActiveWindow, compact); nullptr for ELL
 };
 
-// Neurons per chunk of the masked backward, at most (whole rows; not lif_cpu's 2048: in
-// bench_sparse's wide layer, rows of 1024, TopK 1% took 19.4-19.6 ms with 2048 against 15.6-16.0
-// with 8192).
-constexpr int64_t kMaxMaskedChunk = 8192;
-
 template <typename T, Surrogate S, Reset R, bool kDelay, bool kWindow, bool kParamGrads>
 void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
                             const c10::optional<at::Tensor>& grad_mem, const T* mem,
                             const T* pre, const T* mem0, Params params, T p0, T p1,
                             const MaskSpec& spec, MaskedOut<T> out, T* grad_mem0, T* grad_beta,
-                            T* grad_thr, T* grad_graded, int64_t steps, int64_t m,
-                            const ReadoutGrad<T>* readout) {
+                            T* grad_thr, T* grad_graded, int64_t steps, int64_t m) {
   const int64_t row = spec.row, k = spec.k;
-  // Whole rows, in chunks of up to kMaxMaskedChunk neurons.
-  const int64_t width = std::max<int64_t>(1, chunk_width(m, kMaxMaskedChunk) / row) * row;
+  // Whole rows, in chunks of up to max_masked_chunk() neurons (policy.h).
+  const int64_t width = std::max<int64_t>(1, chunk_width(m, max_masked_chunk()) / row) * row;
   const int64_t chunks = (m + width - 1) / width;
   const T window = static_cast<T>(spec.width);
   // TopK without `temporal` carries the unmasked g_h through time, as the dense backward does:
-  // one pass per step (the dense row) instead of the split grad_h / carry pair. Measured at
-  // T=25, B=256, N=1024, k=10, 2 threads: the op took 8.2-8.3 ms instead of 10.0-10.4.
+  // one pass per step (the dense row) instead of the split grad_h / carry pair.
   const bool fused_step = !kWindow && !spec.temporal;
   const auto dense_row_fn = params.uniform()
                                 ? backward_row<T, S, R, kDelay, kParamGrads, true>
@@ -394,9 +123,7 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      // readout: the spikes' gradient is formed at each step instead (readout.h)
-      const GradRows<T> gs = readout != nullptr ? GradRows<T>{gs_local, 0}
-                                                : grad_rows(grad_spk, n0, len, gs_local);
+      const GradRows<T> gs = grad_rows(grad_spk, n0, len, gs_local);
       const GradRows<T> gm = grad_rows(grad_mem, n0, len, gm_local);
       std::fill(carry, carry + len, T(0));
       std::fill(d_beta, d_beta + len, T(0));
@@ -407,7 +134,6 @@ void masked_backward_kernel(const c10::optional<at::Tensor>& grad_spk,
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t off = t * m + n0;
         const T* u_prev = t > 0 ? mem + off - m : first_prev;
-        if (readout != nullptr) fill_readout_grad(*readout, t, m, n0, len, gs_local);
         T* dense_row = out.grad_x != nullptr ? out.grad_x + off : nullptr;
         // ActiveWindow's g_h is already the masked gradient: write it to grad_x directly.
         T* g_h = (kWindow && dense_row != nullptr) ? dense_row : g_local;
@@ -506,16 +232,14 @@ at::Tensor count_active_rows(const at::Tensor& mem, const at::Tensor& pre_reset,
 using Octet = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                          at::Tensor, at::Tensor>;
 
-// lif_backward_masked; with readout_grad and readout_weight (lif_backward_readout) the spikes'
-// gradient comes from them instead of grad_spk.
-Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
-                          const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                          const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                          const at::Tensor& beta, const at::Tensor& threshold,
-                          const at::Tensor& graded, int64_t surrogate, double p0, double p1,
-                          int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
-                          int64_t row, int64_t k, double width, bool temporal, bool compact,
-                          const at::Tensor* readout_grad, const at::Tensor* readout_weight) {
+Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
+                              const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
+                              const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
+                              const at::Tensor& beta, const at::Tensor& threshold,
+                              const at::Tensor& graded, int64_t surrogate, double p0, double p1,
+                              int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
+                              int64_t row, int64_t k, double width, bool temporal,
+                              bool compact) {
   TORCH_CHECK(mem.dim() == 2 && mem.is_contiguous(), "snnkernels: mem must be contiguous [T, M]");
   check_cpu_dtype(mem);
   const int64_t steps = mem.size(0), m = mem.size(1);
@@ -547,82 +271,38 @@ Octet masked_backward_cpu(const c10::optional<at::Tensor>& grad_spk,
     g.set_empty_result(param_grads, beta, threshold, graded);
     return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
   }
-  at::Tensor &grad_mem0 = g.mem0, &grad_beta = g.beta, &grad_thr = g.threshold,
-             &grad_graded = g.graded;
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(mem.scalar_type(), "lif_backward_masked_cpu", [&] {
     using T = scalar_t;
     const T* mem0_ptr = mem0.has_value() ? mem0->data_ptr<T>() : nullptr;
-    T* gb = param_grads ? grad_beta.data_ptr<T>() : nullptr;
-    T* gt = param_grads ? grad_thr.data_ptr<T>() : nullptr;
-    T* gg = param_grads ? grad_graded.data_ptr<T>() : nullptr;
+    T* gb = param_grads ? g.beta.data_ptr<T>() : nullptr;
+    T* gt = param_grads ? g.threshold.data_ptr<T>() : nullptr;
+    T* gg = param_grads ? g.graded.data_ptr<T>() : nullptr;
     MaskedOut<T> out{compact ? nullptr : grad_x.data_ptr<T>(),
                      compact ? values.data_ptr<T>() : nullptr,
                      compact ? indices.data_ptr<int32_t>() : nullptr,
                      compact && window ? row_ptr.data_ptr<int64_t>() : nullptr};
-    const ReadoutGrad<T> readout =
-        readout_grad == nullptr
-            ? ReadoutGrad<T>{}
-            : ReadoutGrad<T>{readout_grad->data_ptr<T>(), readout_weight->data_ptr<T>(),
-                             readout_weight->size(0), readout_weight->size(1)};
-    dispatch_surrogate(surrogate, [&](auto s) {
-      dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
-        auto run = [&](auto window_flag, auto param_flag) {
-          masked_backward_kernel<T, decltype(s)::value, decltype(r)::value,
-                                 decltype(delay)::value, decltype(window_flag)::value,
-                                 decltype(param_flag)::value>(
-              grad_spk, grad_mem, mem.data_ptr<T>(),
-              reset_delay ? nullptr : pre_reset.data_ptr<T>(), mem0_ptr, params,
-              static_cast<T>(p0), static_cast<T>(p1), spec, out, grad_mem0.data_ptr<T>(), gb,
-              gt, gg, steps, m, readout_grad == nullptr ? nullptr : &readout);
-        };
-        auto with_params = [&](auto window_flag) {
-          if (param_grads) {
-            run(window_flag, std::true_type{});
-          } else {
-            run(window_flag, std::false_type{});
-          }
-        };
-        if (window) {
-          with_params(std::true_type{});
-        } else {
-          with_params(std::false_type{});
-        }
-      });
+    dispatch_backward(surrogate, reset, reset_delay, param_grads, [&](auto s, auto r, auto delay,
+                                                                      auto with_params) {
+      auto run = [&](auto window_flag) {
+        masked_backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
+                               decltype(window_flag)::value, decltype(with_params)::value>(
+            grad_spk, grad_mem, mem.data_ptr<T>(), reset_delay ? nullptr : pre_reset.data_ptr<T>(),
+            mem0_ptr, params, static_cast<T>(p0), static_cast<T>(p1), spec, out,
+            g.mem0.data_ptr<T>(), gb, gt, gg, steps, m);
+      };
+      if (window) {
+        run(std::true_type{});
+      } else {
+        run(std::false_type{});
+      }
     });
   });
   g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);
   return {grad_x, g.mem0, g.beta, g.threshold, g.graded, values, indices, row_ptr};
 }
 
-Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
-                              const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem,
-                              const at::Tensor& pre_reset, const c10::optional<at::Tensor>& mem0,
-                              const at::Tensor& beta, const at::Tensor& threshold,
-                              const at::Tensor& graded, int64_t surrogate, double p0, double p1,
-                              int64_t reset, bool reset_delay, bool param_grads, int64_t mask,
-                              int64_t row, int64_t k, double width, bool temporal,
-                              bool compact) {
-  return masked_backward_cpu(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
-                             surrogate, p0, p1, reset, reset_delay, param_grads, mask, row, k,
-                             width, temporal, compact, nullptr, nullptr);
-}
-
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-cpu::lif_backward_masked_with_readout(
-    const at::Tensor& readout_grad, const at::Tensor& readout_weight,
-    const c10::optional<at::Tensor>& grad_mem, const at::Tensor& mem, const at::Tensor& pre_reset,
-    const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-    int64_t surrogate, double p0, double p1, int64_t reset, bool reset_delay, bool param_grads,
-    int64_t mask, int64_t row, int64_t k, double width, bool temporal) {
-  auto [grad_x, grad_mem0, grad_beta, grad_thr, grad_graded, values, indices, row_ptr] =
-      masked_backward_cpu(c10::nullopt, grad_mem, mem, pre_reset, c10::nullopt, beta, threshold,
-                          graded, surrogate, p0, p1, reset, reset_delay, param_grads, mask, row,
-                          k, width, temporal, /*compact=*/true, &readout_grad, &readout_weight);
-  return {grad_x, grad_beta, grad_thr, grad_graded, values, indices, row_ptr};
-}
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_backward_masked", &lif_backward_masked_cpu);

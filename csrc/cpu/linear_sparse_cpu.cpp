@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "../lif_checks.h"
-#include "avx512.h"
+#include "policy.h"
+#include "simd.h"
 
 namespace snnkernels {
 namespace {
@@ -112,13 +113,9 @@ void grad_x_kernel(Rows rows, const T* values, const int32_t* indices, const T* 
 // of two paths with the same sums in the same order (so the same bits):
 // - gather (wide layers): the entries sorted by neuron, then each row of grad_weight is a
 //   gathered sum of x's rows, in registers;
-// - scatter (grad_weight of at most kScatterMaxBytes, so it stays in L2): x's rows walked in
-//   order, each entry adding v * x[r, :] onto row j of grad_weight. No sort and no packed copy
-//   of x. Measured (R = 6400, 2 threads, op time for grad_weight alone, gather -> scatter):
-//   F = N = 128, k = 7: 0.71-0.79 -> 0.31 ms; F = 64, N = 512, k = 26: 1.39-1.43 -> 0.70 ms;
-//   F = N = 512, k = 26: 4.5-4.9 -> 4.2 ms; but F = N = 1024, k = 10: 4.14 -> 4.24-4.36 ms and
-//   k = 51: 15.6-17.0 -> 18.2-18.6 ms, hence the limit.
-constexpr int64_t kScatterMaxBytes = int64_t(1) << 20;
+// - scatter (grad_weight of at most cpu::scatter_max_bytes(), policy.h, so it stays in L2): x's
+//   rows walked in order, each entry adding v * x[r, :] onto row j of grad_weight. No sort and
+//   no packed copy of x.
 
 // The entries by neuron: column j's (row, value) pairs in ascending row order (a stable
 // counting sort, O(nnz)), so grad_weight's rows are gathered sums.
@@ -215,7 +212,7 @@ void grad_weight_scatter(Rows rows, const T* values, const int32_t* indices, con
 }
 
 // grad_bias[j] = sum over column j's entries, in ascending r, of v: one pass over the entries in
-// row order (0.04 ms for 64k entries; from the sorted columns it took 0.3 ms with the sort).
+// row order (much cheaper than from the sorted columns, counting the sort).
 template <typename T>
 void grad_bias_kernel(Rows rows, const T* values, const int32_t* indices, T* grad_bias,
                       int64_t num_rows, int64_t n) {
@@ -246,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cpu(
       grad_x_kernel(rows, val, idx, weight.data_ptr<T>(), grad_x.data_ptr<T>(), num_rows, n, f);
     }
     if (need_weight) {
-      const auto grad_weight_of = n * f * int64_t(sizeof(T)) <= kScatterMaxBytes
+      const auto grad_weight_of = n * f * int64_t(sizeof(T)) <= cpu::scatter_max_bytes()
                                       ? grad_weight_scatter<T>
                                       : grad_weight_gather<T>;
       grad_weight_of(rows, val, idx, x.data_ptr<T>(), grad_weight.data_ptr<T>(), num_rows, n, f);

@@ -1,22 +1,19 @@
 // The narrow layer's synapse on the CPU (narrow_linear.h): loops over the rows of x that GCC
-// vectorizes, compiled for AVX-512, AVX2 and the baseline (target_clones), and for the float32
-// forward with AVX-512 (avx512.h's switch) the same sums written with intrinsics. Every version
-// does the same float operations in the same order (lanes are independent, and
-// -ffp-contract=off keeps products and sums separate), so the bits do not depend on the CPU
-// (tests/test_narrow_linear.py).
+// vectorizes, compiled for AVX-512, AVX2 and the baseline (target_clones). Every version does the
+// same float operations in the same order (lanes are independent, and -ffp-contract=off keeps
+// products and sums separate), so the bits do not depend on the CPU.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 
 #include "../lif_checks.h"
-#include "../narrow_linear.h"
-#include "avx512.h"
+#include "narrow_linear.h"
+#include "simd.h"
 
 namespace snnkernels {
 namespace {
 
 constexpr int64_t kLanes = 16;
-static_assert(kNarrowMaxWidth == 4, "backward_rows_impl: one case per width");
 
 // sum over i < f of x[i] * w[i]: kLanes interleaved lanes (lane l takes i = l mod kLanes), then
 // added as a fixed tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: four dependent adds, not fifteen).
@@ -108,70 +105,14 @@ inline __attribute__((always_inline)) void backward_rows_impl(const T* g, const 
     SNN_CASE(1) SNN_CASE(2) SNN_CASE(3) SNN_CASE(4)
 #undef SNN_CASE
   }
-
 }
 
-SNN_CLONES void forward_rows_portable(const float* x, int64_t f, const float* w, int64_t n,
-                                      const float* bias, float* out, int64_t r0, int64_t r1) {
+SNN_CLONES void forward_rows(const float* x, int64_t f, const float* w, int64_t n,
+                             const float* bias, float* out, int64_t r0, int64_t r1) {
   forward_rows_impl(x, f, w, n, bias, out, r0, r1);
 }
-
-#if defined(__x86_64__)
-namespace avx512 {
-
-// dot_lanes for float32, the 16 lanes in one register per output, x's rows read once for all N
-// outputs: the same products and sums in the same order (the tree 8 + 8, 4 + 4, 2 + 2, 1 + 1 as
-// register halves), so the same bits. GCC compiled the portable tree through the stack, half of
-// the forward's time ([6400, 128] x [2, 128]: 0.35 ms on one thread, now 0.19).
-__attribute__((target("avx512f"))) inline float sum_lanes(__m512 acc) {
-  const __m256 s8 = _mm256_add_ps(
-      _mm512_castps512_ps256(acc),
-      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
-
-template <int N>
-__attribute__((target("avx512f"))) void forward_rows_n(const float* x, int64_t f,
-                                                      const float* w, const float* bias,
-                                                      float* out, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* xr = x + r * f;
-    __m512 acc[N];
-    for (int j = 0; j < N; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < f; i += kLanes) {
-      const __mmask16 lanes = lanes_below(f - i);
-      const __m512 xv = _mm512_maskz_loadu_ps(lanes, xr + i);
-      for (int j = 0; j < N; ++j) {
-        const __m512 prod = _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(lanes, w + j * f + i));
-        acc[j] = _mm512_mask_add_ps(acc[j], lanes, acc[j], prod);  // lanes past f: untouched
-      }
-    }
-    for (int j = 0; j < N; ++j) {
-      const float sum = sum_lanes(acc[j]);
-      out[r * N + j] = bias != nullptr ? sum + bias[j] : sum;
-    }
-  }
-}
-
-__attribute__((target("avx512f"))) void forward_rows(const float* x, int64_t f, const float* w,
-                                                    int64_t n, const float* bias, float* out,
-                                                    int64_t r0, int64_t r1) {
-  switch (n) {
-#define SNN_CASE(N) \
-  case N:           \
-    return forward_rows_n<N>(x, f, w, bias, out, r0, r1);
-    SNN_CASE(1) SNN_CASE(2) SNN_CASE(3) SNN_CASE(4)
-#undef SNN_CASE
-  }
-}
-
-}  // namespace avx512
-#endif
-
-SNN_CLONES void forward_rows_portable(const double* x, int64_t f, const double* w, int64_t n,
-                                      const double* bias, double* out, int64_t r0, int64_t r1) {
+SNN_CLONES void forward_rows(const double* x, int64_t f, const double* w, int64_t n,
+                             const double* bias, double* out, int64_t r0, int64_t r1) {
   forward_rows_impl(x, f, w, n, bias, out, r0, r1);
 }
 SNN_CLONES void backward_rows(const float* g, const float* x, const float* w, int64_t n,
@@ -201,18 +142,6 @@ int64_t row_blocks(int64_t rows) {
 
 }  // namespace
 
-void narrow_linear_rows(const float* x, int64_t f, const float* w, int64_t n, const float* bias,
-                        float* out, int64_t r0, int64_t r1) {
-#if defined(__x86_64__)
-  if (use_avx512()) return avx512::forward_rows(x, f, w, n, bias, out, r0, r1);
-#endif
-  forward_rows_portable(x, f, w, n, bias, out, r0, r1);
-}
-void narrow_linear_rows(const double* x, int64_t f, const double* w, int64_t n,
-                        const double* bias, double* out, int64_t r0, int64_t r1) {
-  forward_rows_portable(x, f, w, n, bias, out, r0, r1);
-}
-
 at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias) {
   check_2d(x, "x", x);
@@ -230,7 +159,7 @@ at::Tensor narrow_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
     const T* bp = bias.has_value() ? bias->data_ptr<T>() : nullptr;
     T* op = out.data_ptr<T>();
     at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-      narrow_linear_rows(xp, f, wp, n, bp, op, r0, r1);
+      forward_rows(xp, f, wp, n, bp, op, r0, r1);
     });
   });
   return out;

@@ -1,4 +1,4 @@
-// The LIF backward with a sparse-gradient mask (snnkernels.sparse; SPEC section 3), on CUDA.
+// The LIF backward with a sparse-gradient mask (snnkernels.sparse; docs/semantics.md), on CUDA.
 // The CPU version is csrc/cpu/lif_masked_cpu.cpp; both take the per-element math from
 // lif_math.h (masked_step_grad_h, lif_step_grad_carry, window_active, topk_rank_key), so the
 // float32/float64 results are the CPU's bits wherever the surrogate uses no exp (the ATan default,
@@ -19,9 +19,9 @@
 //   selection of all N neurons of a row, inside the time loop. So the host loops over t with
 //   two launches per step: (a) neuron-parallel: the carry update of step t + 1 from its masked
 //   g_h, then g_h of step t into an [M] buffer; (b) one block per row: select, mask the buffer in
-//   place, write the outputs. Cost: 2*T + 1 launches (a few microseconds each, so T = 25 adds
-//   ~0.2 ms) and every step's state goes through global memory (carry, parameter partials: 5
-//   [M] accumulation-type buffers, L2-resident for moderate M) instead of registers.
+//   place, write the outputs. Cost: 2*T + 1 launches (a few microseconds each) and every step's
+//   state goes through global memory (carry, parameter partials: 5 [M] accumulation-type
+//   buffers, L2-resident for moderate M) instead of registers.
 // Selection (lif_topk_select_kernel): the k-th largest key tau of the row by an 8-bit radix select
 // (4 passes over the row for float keys, 8 for double; 256-bin shared histograms, whose integer
 // atomics give the same counts in any order; a block scan over the bins picks each digit), then

@@ -14,31 +14,20 @@
 #include <sys/mman.h>
 #endif
 
+#include "policy.h"
+
 namespace snnkernels {
 namespace {
 
 constexpr int64_t kHugePage = int64_t(2) << 20;
 constexpr int64_t kGranule = int64_t(64) << 10;  // sizes are rounded up to this
-constexpr int64_t kDefaultLimitMiB = 1024;
 
 // Blocks of a huge page or more start on a huge-page boundary, so THP can back all of them.
 int64_t alignment_for(int64_t bytes) { return bytes >= kHugePage ? kHugePage : 64; }
 
-int64_t limit_from_env() {
-  const char* env = std::getenv("SNNKERNELS_CPU_CACHE_MB");
-  if (env == nullptr || *env == '\0') return kDefaultLimitMiB << 20;
-  char* end = nullptr;
-  const long long mib = std::strtoll(env, &end, 10);
-  TORCH_CHECK(end != env && *end == '\0' && mib >= 0,
-              "snnkernels: SNNKERNELS_CPU_CACHE_MB must be a whole number of MiB >= 0, got '", env,
-              "'");
-  return static_cast<int64_t>(mib) << 20;
-}
-
 // New memory: ask for transparent huge pages (one fault maps 2 MiB, not 4 KiB) and map it all
-// now, in parallel, with MADV_POPULATE_WRITE instead of one trap per page from the kernel's first
-// writes (measured before the pool, N=4096 forward: 74 -> 60 ms). Both are hints: errors are
-// ignored, and they are no-ops where the kernel lacks them.
+// now, in parallel, with MADV_POPULATE_WRITE instead of one trap per page on first write. Both
+// are hints: errors are ignored, and they are no-ops where the kernel lacks them.
 void map_in(void* data, int64_t bytes) {
 #if defined(__linux__)
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
@@ -145,7 +134,7 @@ class Pool {
   std::mutex mutex_;
   std::map<int64_t, std::vector<void*>> free_;  // rounded size -> free buffers of that size
   int64_t cached_ = 0;
-  int64_t limit_ = limit_from_env();
+  int64_t limit_ = cpu::pool_limit_mib() << 20;
   int64_t hits_ = 0, misses_ = 0;
 };
 
@@ -178,13 +167,14 @@ PooledAllocator pooled_allocator;
 
 at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_CHECK(options.device().is_cpu(), "snnkernels: pooled_empty is for CPU tensors");
-  // Caching off: torch's allocator (mapping in and freeing every buffer here measured 2-3x
-  // slower than glibc's recycling for the 13 MB outputs of a T=25, B=256, N=512 layer).
+  // Caching off: torch's allocator, whose recycling beats mapping in every buffer here.
   if (pool().limit() == 0) return at::empty(sizes, options);
   return at::detail::empty_generic(sizes, &pooled_allocator,
                                    c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), c10::nullopt);
 }
+
+bool pool_takes(int64_t bytes) { return bytes >= cpu::pool_min_bytes(); }
 
 PoolStats pool_stats() { return pool().stats(); }
 void pool_set_limit(int64_t bytes) {
