@@ -56,7 +56,7 @@ def test_ops_registered():
                  "lif_constant_forward", "lif_constant_backward"):
         assert hasattr(torch.ops.snnkernels, name), name
     assert snnkernels.__all__ == ["lif", "lif_constant", "linear_lif", "reference", "sparse",
-                                  "surrogate", "build_info", "cpu_cache"]
+                                  "surrogate", "build_info", "cpu_cache", "mechanism"]
 
 
 # Every CPU tuning threshold's environment variable (csrc/cpu/policy.h): a value that is not a
