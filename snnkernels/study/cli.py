@@ -43,6 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default: runs/<preset>); rerunning with the "
                                       "same --out skips finished cells")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--hidden", metavar="W[,W...]",
+                        help="hidden width(s); several make width a factor of the cell grid, "
+                             "each with its own dense twin (default: the preset's)")
+    parser.add_argument("--layers", type=int, help="number of hidden layers (default: the preset's)")
+    parser.add_argument("--steps", metavar="T[,T...]",
+                        help="time steps T; several make T a factor of the cell grid")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="run cells in N worker processes (threads per worker: --threads, "
+                             "else cores // N); with --ray and no address: the local Ray "
+                             "instance's CPUs")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="run cells as Ray tasks on the cluster at ADDRESS (HOST:PORT, "
+                             "ray://HOST:PORT or auto), or on a local Ray instance when no "
+                             "address is given; each task uses --threads CPUs (default 1) "
+                             "(pip install \"snnkernels[ray]\")")
 
 
 def _names(value: str, what: str) -> tuple:
@@ -52,13 +67,45 @@ def _names(value: str, what: str) -> tuple:
     return names
 
 
+def _positive_ints(value, what: str) -> tuple:
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--{what}: give comma-separated whole numbers, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise UsageError(f"--{what}: every value must be >= 1, got {value!r}")
+    return tuple(dict.fromkeys(numbers))
+
+
+def _grid_changes(args, config) -> dict:
+    """--hidden / --layers / --steps as changes of the config: one value sets the model, several
+    make that factor a grid dimension (StudyConfig.widths / steps)."""
+    changes, model = {}, {}
+    if args.layers is not None and args.layers < 1:
+        raise UsageError(f"--layers must be >= 1, got {args.layers}")
+    layers = args.layers or len(config.model.hidden)
+    widths = _positive_ints(args.hidden, "hidden") if args.hidden else None
+    if widths is not None:
+        changes["widths"] = widths if len(widths) > 1 else ()
+        model["hidden"] = (widths[0],) * layers
+    elif args.layers is not None:
+        model["hidden"] = (config.model.hidden[0],) * layers
+    if args.steps:
+        steps = _positive_ints(args.steps, "steps")
+        changes["steps"] = steps if len(steps) > 1 else ()
+        model["T"] = steps[0]
+    if model:
+        changes["model"] = dataclasses.replace(config.model, **model)
+    return changes
+
+
 def resolve_config(args):
     """(StudyConfig, tables to load: name -> loader) from the command line."""
     from .data import DataError, available_datasets, load_dataset, load_table
     from .runner import required_arms
 
     config = PRESETS[args.preset]
-    changes = {"device": args.device}
+    changes = {"device": args.device, **_grid_changes(args, config)}
     if args.arms:
         arms = _names(args.arms, "arms")
         unknown = [a for a in arms if a not in ARMS]
@@ -140,6 +187,7 @@ def main(args) -> int:
 
     from . import atomic, report
     from .environment import describe
+    from .executor import PoolError, make_pool
     from .runner import RunFolderError, run_study
 
     out = None
@@ -148,10 +196,11 @@ def main(args) -> int:
             if args.threads < 1:
                 raise UsageError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
+        pool = make_pool(jobs=args.jobs, ray=args.ray, threads=args.threads)
         config, tables = resolve_config(args)
         out = Path(args.out or Path("runs") / config.preset)
-        records = run_study(config, out, tables, show_progress=not args.no_progress)
-    except (UsageError, RunFolderError) as e:
+        records = run_study(config, out, tables, show_progress=not args.no_progress, pool=pool)
+    except (UsageError, RunFolderError, PoolError) as e:
         print(f"snnkernels study: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

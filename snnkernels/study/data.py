@@ -181,8 +181,12 @@ def install_command(name: str) -> str:
 
 
 def available_datasets() -> tuple[str, ...]:
-    """Names `load_dataset` accepts right now: BUNDLED, then the FULL ones that are installed."""
-    return BUNDLED + tuple(name for name in FULL if dataset_file(name) is not None)
+    """Names `load_dataset` accepts right now: BUNDLED, the FULL ones that are installed, then
+    the synthetic tables (study/synthetic.py)."""
+    from .synthetic import SYNTHETIC
+
+    return (BUNDLED + tuple(name for name in FULL if dataset_file(name) is not None)
+            + tuple(SYNTHETIC))
 
 
 def load_dataset(name: str) -> Table:
@@ -195,6 +199,10 @@ def load_dataset(name: str) -> Table:
             raise DataError(f"dataset {name!r} is not installed; install it with: "
                             f"{install_command(name)}")
         return _FULL_LOADERS[name](path)
+    from .synthetic import SYNTHETIC, load_synthetic
+
+    if name in SYNTHETIC:
+        return load_synthetic(name)
     raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(BUNDLED + FULL)}")
 
 

@@ -1,0 +1,128 @@
+"""Cells fanned out (`--jobs N`, `--ray [ADDRESS]`): a small grid gives the same per-cell numbers
+sequentially, in two worker processes and on a local Ray instance with 2 CPUs, every cell at one
+torch thread (GEMMs sum in an order that follows the thread count, so equal bits need equal
+thread counts; each record states its own). Timings are left out of the comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+
+import pytest
+
+from snnkernels import cli
+from snnkernels.study import config as C
+from snnkernels.study import executor
+from snnkernels.study.arms import ModelConfig
+from snnkernels.study.attacks import AttackConfig
+from snnkernels.study.train import TrainConfig
+
+TINY = dataclasses.replace(
+    C.PRESETS["quick"], datasets=("iris",), arms=("dense_fast_sigmoid", "mlp", "topk_25"),
+    seeds=(0,), model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
+    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("fgsm", "pgd"),
+                        pgd_steps=2, max_examples=20, surrogates=()),
+    max_rows=None)
+GRID = ("--hidden", "8,12", "--threads", "1")  # two widths: 2 x 3 cells
+TIMINGS = ("seconds", "throughput")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(C.PRESETS, "quick", TINY)
+
+
+def study(*args) -> int:
+    return cli.main(["study", "--preset", "quick", "--no-progress", *args])
+
+
+def cells(out) -> dict:
+    """Every cell file of a run folder without its timings (the validation curve keeps its
+    scores, not its clock)."""
+    result = {}
+    for path in sorted((out / "cells").iterdir()):
+        record = json.loads(path.read_text())
+        for key in TIMINGS:
+            record.pop(key)
+        record["val_curve"] = [score for _, score in record["val_curve"]]
+        result[path.name] = record
+    return result
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fanout") / "sequential"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(C.PRESETS, "quick", TINY)
+        assert study("--out", str(out), *GRID) == 0
+    return cells(out)
+
+
+def test_sequential_grid_has_a_cell_per_width(sequential):
+    assert len(sequential) == 6
+    widths = {name: record["hidden"] for name, record in sequential.items()}
+    assert widths["iris__topk_25__seed0__h12.json"] == [12]
+    assert widths["iris__mlp__seed0__h8.json"] == [8]
+    assert all(r["threads"] == 1 for r in sequential.values())
+
+
+def test_jobs_gives_the_same_cells(tmp_path, tiny, sequential):
+    out = tmp_path / "jobs"
+    assert study("--out", str(out), "--jobs", "2", *GRID) == 0
+    assert cells(out) == sequential
+    assert (out / "report.md").exists()
+
+
+def test_ray_gives_the_same_cells(tmp_path, tiny, sequential):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    assert study("--out", str(out), "--ray", "--jobs", "2", *GRID) == 0
+    assert cells(out) == sequential
+
+
+def test_jobs_resumes_and_adds_only_missing_cells(tmp_path, tiny, sequential):
+    out = tmp_path / "resume"
+    assert study("--out", str(out), "--hidden", "8", "--threads", "1") == 0  # cells of width 8
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    # one width makes no grid: the keys of width 8 are the plain ones, so a grid of 8,12 is
+    # another run folder
+    assert sorted(before) == ["iris__dense_fast_sigmoid__seed0.json", "iris__mlp__seed0.json",
+                              "iris__topk_25__seed0.json"]
+    grid_out = tmp_path / "grid"
+    assert study("--out", str(grid_out), "--hidden", "8,12", "--arms",
+                 "dense_fast_sigmoid,mlp", "--threads", "1") == 0
+    assert study("--out", str(grid_out), "--jobs", "2", *GRID) == 0
+    assert cells(grid_out) == sequential
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--ray", f"127.0.0.1:{_free_port()}"], "no Ray cluster answers"),
+    (["--ray", "nohostport"], "HOST:PORT"),
+    (["--hidden", "0,8"], "--hidden"),
+    (["--hidden", "8,x"], "--hidden"),
+    (["--steps", "0"], "--steps"),
+    (["--layers", "0"], "--layers"),
+])
+def test_bad_fanout_and_grid_values_one_line_exit_2(tmp_path, tiny, capsys, args, message):
+    out = tmp_path / "run"
+    assert study("--out", str(out), *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not (out / "cells").exists() or not list((out / "cells").iterdir())
+
+
+def test_threads_per_worker_fill_the_cores_without_oversubscribing():
+    import os
+
+    cores = os.cpu_count()
+    for jobs in (1, 2, 3, cores, cores + 1):
+        threads = executor.default_threads(jobs)
+        assert threads >= 1 and (jobs * threads <= cores or threads == 1)
