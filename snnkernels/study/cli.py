@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, help="number of hidden layers (default: the preset's)")
     parser.add_argument("--steps", metavar="T[,T...]",
                         help="time steps T; several make T a factor of the cell grid")
+    parser.add_argument("--timing-steps", type=int, metavar="N",
+                        help="after the cells, time the dense twin and the sparse arms of each "
+                             "(dataset, width, T) interleaved, N steps each (0: skip; default: "
+                             "the preset's, scale: 200) -> throughput.json")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="run cells in N worker processes (threads per worker: --threads, "
                              "else cores // N); with --ray and no address: the local Ray "
@@ -106,6 +110,10 @@ def resolve_config(args):
 
     config = PRESETS[args.preset]
     changes = {"device": args.device, **_grid_changes(args, config)}
+    if args.timing_steps is not None:
+        if args.timing_steps < 0:
+            raise UsageError(f"--timing-steps must be >= 0, got {args.timing_steps}")
+        changes["timing_steps"] = args.timing_steps
     if args.arms:
         arms = _names(args.arms, "arms")
         unknown = [a for a in arms if a not in ARMS]
@@ -188,7 +196,9 @@ def main(args) -> int:
     from . import atomic, report
     from .environment import describe
     from .executor import PoolError, make_pool
-    from .runner import RunFolderError, run_study
+    from .runner import RunFolder, RunFolderError, run_study
+    from .throughput import run_phase
+    from .time_to_accuracy import time_to_accuracy
 
     out = None
     try:
@@ -200,6 +210,9 @@ def main(args) -> int:
         config, tables = resolve_config(args)
         out = Path(args.out or Path("runs") / config.preset)
         records = run_study(config, out, tables, show_progress=not args.no_progress, pool=pool)
+        if config.timing_steps:  # its own phase: the pool is closed, no other cell runs
+            run_phase(config, RunFolder(out, config), tables, records,
+                      steps=config.timing_steps, show_progress=not args.no_progress)
     except (UsageError, RunFolderError, PoolError) as e:
         print(f"snnkernels study: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -210,6 +223,7 @@ def main(args) -> int:
     environment = describe(config.device)
     atomic.write_json(out / "config.json", config.to_dict())
     atomic.write_json(out / "environment.json", environment)
+    atomic.write_json(out / "time_to_accuracy.json", time_to_accuracy(records))
     report.write_results(records, out)
     path = report.write_report(records, out, config.to_dict(), environment)
     print(report.main_table(records))

@@ -34,6 +34,7 @@ class StudyConfig:
     group: Optional[str] = None      # --group COL of a user table (split by groups)
     widths: tuple = ()               # hidden widths as a grid factor (--hidden a,b); () : model's
     steps: tuple = ()                # time steps T as a grid factor (--steps a,b); () : model's
+    timing_steps: int = 0            # interleaved timing phase: steps per arm (0: no phase)
 
     def cell_settings(self) -> dict:
         """What a finished cell's numbers depend on. (group only when given, so the settings of
@@ -99,7 +100,7 @@ def _scale_preset() -> StudyConfig:
     installed = tuple(d for d in ("telescope", "adult") if dataset_file(d) is not None)
     return StudyConfig(preset="scale", datasets=tuple(SYNTHETIC) + installed,
                        arms=(DENSE_TWIN, "topk_1", "topk_5", "aw_0.2", "mlp"), seeds=(0, 1, 2),
-                       widths=(128, 512, 2048), steps=(10, 25))
+                       widths=(128, 512, 2048), steps=(10, 25), timing_steps=200)
 
 
 PRESETS["scale"] = _scale_preset()

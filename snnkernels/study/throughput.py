@@ -19,6 +19,7 @@ would run.
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import numpy as np
@@ -112,6 +113,7 @@ def summarize(times: dict, reference: str, *, seed: int = 0) -> list:
 def timing_groups(records: list) -> dict:
     """(dataset, hidden, T) -> the records of the first seed's spiking arms there."""
     first_seed = {}
+    records = [r for r in records if "hidden" in r]  # cells of older runs: not timed
     for r in records:
         key = (r["dataset"], tuple(r["hidden"]), r["T"])
         if r["family"] != "mlp":
@@ -133,7 +135,6 @@ def run_phase(config, folder, tables: dict, records: list, *, steps: int,
     from .runner import Cell, load_model, tensors
 
     path = folder.root / "throughput.json"
-    import json
     rows = json.loads(path.read_text()) if path.exists() else []
     done = {(r["dataset"], tuple(r["hidden"]), r["T"]) for r in rows}
     groups = {k: v for k, v in timing_groups(records).items()
