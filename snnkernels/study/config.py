@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import surrogate as G
-from .arms import ARMS, DENSE_TWIN, ModelConfig
+from .arms import ARMS, DENSE_TWIN, STANDARD_ARMS, ModelConfig
 from .attacks import AttackConfig
 from .data import FULL
 from .train import TrainConfig
@@ -84,9 +84,9 @@ PRESETS = {
                             surrogates=(G.atan(alpha=10),)),
         max_rows=300),
     # The README's main command: <= 15 minutes on a 2-core CPU.
-    "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
+    "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=STANDARD_ARMS,
                            seeds=(0, 1, 2)),
-    "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
+    "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=STANDARD_ARMS,
                         seeds=(0, 1, 2, 3, 4), max_rows=20000),
 }
 
@@ -99,7 +99,8 @@ def _scale_preset() -> StudyConfig:
 
     installed = tuple(d for d in ("telescope", "adult") if dataset_file(d) is not None)
     return StudyConfig(preset="scale", datasets=tuple(SYNTHETIC) + installed,
-                       arms=(DENSE_TWIN, "topk_1", "topk_5", "aw_0.2", "mlp"), seeds=(0, 1, 2),
+                       arms=(DENSE_TWIN, "topk_1", "topk_5", "aw_0.2", "mlp", "pgd_at",
+                             "pgd_at_topk_5"), seeds=(0, 1, 2),
                        widths=(128, 512, 2048), steps=(10, 25), timing_steps=200)
 
 

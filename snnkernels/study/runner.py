@@ -136,8 +136,16 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
     arm = ARMS[cell.arm]
     X_tr, y_tr, X_va, y_va, X_te, y_te = tensors(split, config.device)
     model = build(arm, split, config, cell)
+    adversary, adversarial_eps = None, None
+    if arm.adversarial is not None:
+        from .adversarial import PGDAdversary
+
+        adversarial_eps = arm.adversarial.eps(config.attack.eps_linf)
+        adversary = PGDAdversary(model, adversarial_eps, arm.adversarial.steps,
+                                 split.num_classes, cell.seed)
     result = T.train(model, X_tr, y_tr, X_va, y_va, config.train, metric=table.metric,
-                     seed=cell.seed, progress=lambda s: progress(f"train {s}"))
+                     seed=cell.seed, progress=lambda s: progress(f"train {s}"),
+                     adversary=adversary)
     progress("measure")
     logits = T.predict(model, X_te)
     clean = T.metric_value(logits, y_te, table.metric)
@@ -165,6 +173,7 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         "T": None if arm.family == "mlp" else config.model_at(cell.width, cell.T).T,
         "threads": torch.get_num_threads(),  # GEMM summation order follows the thread count
         "val_curve": result.val_curve,
+        "adversarial_eps": adversarial_eps,  # PGD adversarial training's L-inf eps, or None
         "density": M.hidden_gradient_density(mechanism),  # measured δI density; None: MLP
         "twin": arm.twin, "metric": table.metric, "clean": clean,
         "clean_metrics": T.clean_metrics(logits, y_te), "epochs": result.epochs,

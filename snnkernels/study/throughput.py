@@ -123,6 +123,11 @@ def timing_groups(records: list) -> dict:
             for key, seed in first_seed.items()}
 
 
+def _timed(arm: str) -> bool:
+    """Sparse arms trained plainly (an adversarially trained arm's step is not a plain step)."""
+    return ARMS[arm].sparse is not None and ARMS[arm].adversarial is None
+
+
 def run_phase(config, folder, tables: dict, records: list, *, steps: int,
               show_progress: bool = True) -> list:
     """Times every (dataset, width, T) group of `records` that has a dense twin and at least
@@ -139,7 +144,7 @@ def run_phase(config, folder, tables: dict, records: list, *, steps: int,
     done = {(r["dataset"], tuple(r["hidden"]), r["T"]) for r in rows}
     groups = {k: v for k, v in timing_groups(records).items()
               if k not in done and any(r["arm"] == DENSE_TWIN for r in v)
-              and any(ARMS[r["arm"]].sparse is not None for r in v)}
+              and any(_timed(r["arm"]) for r in v)}
     for (dataset, hidden, T), group in tqdm(groups.items(), desc="timing", unit="group",
                                             disable=not show_progress):
         seed = group[0]["seed"]
@@ -153,7 +158,7 @@ def run_phase(config, folder, tables: dict, records: list, *, steps: int,
             if r["arm"] == DENSE_TWIN:
                 models[DENSE_TWIN] = like_for_like(model)
                 models[AS_TRAINED] = model
-            elif ARMS[r["arm"]].sparse is not None:
+            elif _timed(r["arm"]):
                 models[r["arm"]] = model
         times = interleaved_steps(models, X, y, batch_size=config.train.batch_size,
                                   steps=steps, seed=seed)

@@ -84,8 +84,10 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.
 
 
 def train(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig, *,
-          metric: str, seed: int, progress=None) -> TrainResult:
-    """Trains in place from `seed` (batch order) and returns the best-validation weights."""
+          metric: str, seed: int, progress=None, adversary=None) -> TrainResult:
+    """Trains in place from `seed` (batch order) and returns the best-validation weights.
+    adversary: None, or a callable (x, y) -> the batch to train on instead of x (adversarial
+    training, study/adversarial.py)."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -95,7 +97,8 @@ def train(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig,
         model.train()
         for idx in torch.randperm(len(X_train), generator=generator).split(config.batch_size):
             idx = idx.to(device)
-            loss = nn.functional.cross_entropy(model(X_train[idx]), y_train[idx])
+            x = X_train[idx] if adversary is None else adversary(X_train[idx], y_train[idx])
+            loss = nn.functional.cross_entropy(model(x), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
