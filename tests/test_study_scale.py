@@ -57,7 +57,8 @@ def test_scale_preset():
     scale = C.PRESETS["scale"]
     assert scale.widths == (128, 512, 2048) and scale.steps == (10, 25)
     assert {"synthetic_64", "synthetic_256"} <= set(scale.datasets)
-    assert set(scale.arms) == {"dense_fast_sigmoid", "topk_1", "topk_5", "aw_0.2", "mlp"}
+    assert set(scale.arms) == {"dense_fast_sigmoid", "topk_1", "topk_5", "aw_0.2", "mlp",
+                               "pgd_at", "pgd_at_topk_5"}
     assert scale.timing_steps >= 200
     assert {"widths", "steps"} <= set(scale.cell_settings())
     assert "widths" not in C.PRESETS["default"].cell_settings()  # old run folders still match
