@@ -67,8 +67,7 @@ class LocalPool:
     """N worker processes on this machine (spawned: no state inherited from the parent)."""
 
     def __init__(self, jobs: int, threads=None):
-        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-            raise PoolError(f"--jobs must be >= 1, got {jobs!r}")
+        _check_jobs(jobs)
         self.jobs = jobs
         self.threads = threads or default_threads(jobs)
         self._executor = None
@@ -132,6 +131,11 @@ class RayPool:
     def close(self, cancel: bool = False) -> None:
         if self._ray.is_initialized():
             self._ray.shutdown()  # drops the driver's unfinished tasks
+
+
+def _check_jobs(jobs) -> None:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise PoolError(f"--jobs must be >= 1, got {jobs!r}")
 
 
 def _check_reachable(address: str) -> None:
@@ -203,8 +207,8 @@ def run_parallel(pool, config, folder, tables: dict, cells: list, todo: list, *,
 def make_pool(jobs=None, ray=None, threads=None):
     """The pool the command line asks for: None (sequential), LocalPool or RayPool.
     ray: None (no Ray), "" (a local instance), or the cluster's address."""
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise PoolError(f"--jobs must be >= 1, got {jobs!r}")
+    if jobs is not None:
+        _check_jobs(jobs)
     if ray is not None:
         return RayPool(address=ray or None, threads=threads, cpus=jobs if not ray else None)
     if jobs is not None:
