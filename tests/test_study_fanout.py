@@ -106,6 +106,7 @@ def _free_port() -> int:
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--ray", f"127.0.0.1:{_free_port()}"], "no Ray cluster answers"),
     (["--ray", "nohostport"], "HOST:PORT"),
+    (["--ray", "--jobs", "1", "--threads", "2"], "exceeds"),
     (["--hidden", "0,8"], "--hidden"),
     (["--hidden", "8,x"], "--hidden"),
     (["--steps", "0"], "--steps"),

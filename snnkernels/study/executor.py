@@ -101,6 +101,9 @@ class RayPool:
         self.threads = threads or 1
         if address is not None:
             _check_reachable(address)
+        elif cpus is not None and self.threads > cpus:
+            raise PoolError(f"--threads {self.threads} per Ray task exceeds the local instance's "
+                            f"{cpus} CPUs (--jobs): no task could start")
 
     def start(self, tables: dict) -> None:
         ray = self._ray
@@ -124,9 +127,7 @@ class RayPool:
 
     def submit(self, cell, config, sources) -> cf.Future:
         ref = self._task.remote(cell, self._tables[cell.dataset], config, sources, self.threads)
-        future = ref.future()
-        future.ray_ref = ref
-        return future
+        return ref.future()
 
     def close(self, cancel: bool = False) -> None:
         if self._ray.is_initialized():
@@ -175,8 +176,8 @@ def run_parallel(pool, config, folder, tables: dict, cells: list, todo: list, *,
         return {name: (source, states[source]) for name, source in wanted.items()}
 
     waiting, running = list(todo), {}
-    bar = tqdm(total=len(todo), unit="cell", disable=not show_progress, dynamic_ncols=True)
     pool.start({name: tables[name] for name in {c.dataset for c in todo}})
+    bar = tqdm(total=len(todo), unit="cell", disable=not show_progress, dynamic_ncols=True)
     ok = False
     try:
         while waiting or running:
