@@ -190,7 +190,8 @@ def available_datasets() -> tuple[str, ...]:
 
 
 def load_dataset(name: str) -> Table:
-    """Load a named dataset (BUNDLED or FULL) as a Table. Reads from disk on every call."""
+    """Load a named dataset (BUNDLED, FULL or synthetic) as a Table. Reads from disk (or
+    generates) on every call."""
     if name in BUNDLED:
         return _load_bundled(name)
     if name in FULL:
@@ -203,7 +204,8 @@ def load_dataset(name: str) -> Table:
 
     if name in SYNTHETIC:
         return load_synthetic(name)
-    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(BUNDLED + FULL)}")
+    raise DataError(f"unknown dataset {name!r}; valid names: "
+                    f"{', '.join(BUNDLED + FULL + tuple(SYNTHETIC))}")
 
 
 def _load_bundled(name: str) -> Table:
