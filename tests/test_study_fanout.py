@@ -1,7 +1,7 @@
 """Cells fanned out (`--jobs N`, `--ray [ADDRESS]`): a small grid gives the same per-cell numbers
 sequentially, in two worker processes and on a local Ray instance with 2 CPUs, every cell at one
-torch thread (GEMMs sum in an order that follows the thread count, so equal bits need equal
-thread counts; each record states its own). Timings are left out of the comparison."""
+torch thread (a BLAS may split a GEMM's reduction across threads, so equal bits are promised
+only at equal thread counts; each record states its own). Timings are left out of the comparison."""
 
 from __future__ import annotations
 

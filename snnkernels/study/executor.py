@@ -8,8 +8,8 @@ so the same code runs on a Ray cluster. A cell waits until its sources are finis
 seed and grid point two waves: sources, then the rest).
 
 Each worker sets its torch thread count before it runs a cell: cells give the same bits as a
-sequential run with the same --threads (torch's GEMMs sum in an order that follows the thread
-count; each record states its thread count).
+sequential run with the same --threads (a BLAS may split a GEMM's reduction across threads, so
+equal bits are promised only at equal thread counts; each record states its own).
 """
 
 from __future__ import annotations

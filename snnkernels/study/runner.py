@@ -171,7 +171,7 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
         "hidden": list(config.model_at(cell.width, cell.T).hidden),
         "T": None if arm.family == "mlp" else config.model_at(cell.width, cell.T).T,
-        "threads": torch.get_num_threads(),  # GEMM summation order follows the thread count
+        "threads": torch.get_num_threads(),  # a BLAS may sum in a thread-dependent order
         "val_curve": result.val_curve,
         "adversarial_eps": adversarial_eps,  # PGD adversarial training's L-inf eps, or None
         "density": M.hidden_gradient_density(mechanism),  # measured δI density; None: MLP
