@@ -127,3 +127,45 @@ def test_threads_per_worker_fill_the_cores_without_oversubscribing():
     for jobs in (1, 2, 3, cores, cores + 1):
         threads = executor.default_threads(jobs)
         assert threads >= 1 and (jobs * threads <= cores or threads == 1)
+
+
+class InProcessPool:
+    """A pool that runs each cell at submit time in this process (the scheduler's view of a
+    pool), and interrupts at the `stop_at`-th cell, as Ctrl-C or a crashed worker would."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at, self.submitted, self.closed = stop_at, [], None
+
+    def start(self, tables):
+        self.tables = tables
+
+    def submit(self, cell, config, sources):
+        from concurrent.futures import Future
+
+        self.submitted.append((cell, sorted(sources)))
+        if len(self.submitted) == self.stop_at:
+            raise KeyboardInterrupt
+        future = Future()
+        future.set_result(executor.run_cell_task(cell, self.tables[cell.dataset], config,
+                                                 sources, 1))
+        return future
+
+    def close(self, cancel=False):
+        self.closed = "cancelled" if cancel else "done"
+
+
+def test_interrupted_pool_keeps_finished_cells_and_resumes(tmp_path, tiny, monkeypatch,
+                                                           sequential):
+    pool = InProcessPool(stop_at=3)
+    monkeypatch.setattr(executor, "make_pool", lambda **kwargs: pool)
+    out = tmp_path / "interrupted"
+    assert study("--out", str(out), "--jobs", "2", *GRID) == 130
+    assert pool.closed == "cancelled"
+    # sources first, each cell handed the sources that finished before it
+    first = [(c.arm, sources) for c, sources in pool.submitted[:2]]
+    assert first == [("dense_fast_sigmoid", []), ("dense_fast_sigmoid", [])]  # both widths
+    assert len(list((out / "cells").iterdir())) == 2
+    monkeypatch.undo()
+    monkeypatch.setitem(C.PRESETS, "quick", TINY)
+    assert study("--out", str(out), "--jobs", "2", *GRID) == 0
+    assert cells(out) == sequential
