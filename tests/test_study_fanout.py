@@ -169,3 +169,31 @@ def test_interrupted_pool_keeps_finished_cells_and_resumes(tmp_path, tiny, monke
     monkeypatch.setitem(C.PRESETS, "quick", TINY)
     assert study("--out", str(out), "--jobs", "2", *GRID) == 0
     assert cells(out) == sequential
+
+
+def test_ray_address_of_a_running_cluster(tmp_path, sequential):
+    """--ray ADDRESS joins a cluster that another process started (here: a local one)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        out = tmp_path / "cluster"
+        tests, root = Path(__file__).parent, Path(__file__).parents[1]
+        driver = (f"import sys; sys.path.insert(0, {str(tests)!r})\n"
+                  "from snnkernels import cli\nfrom snnkernels.study import config as C\n"
+                  "import test_study_fanout as F\nC.PRESETS['quick'] = F.TINY\n"
+                  f"sys.exit(cli.main(['study', '--preset', 'quick', '--no-progress', '--out', "
+                  f"{str(out)!r}, '--ray', {address!r}, *F.GRID]))")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+        done = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                              timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        ray.shutdown()
+    assert cells(out) == sequential
