@@ -78,6 +78,8 @@ setup(
         "study": STUDY,
         "test": ["pytest", "hypothesis", "snntorch==1.0.0"] + STUDY,
         "bench": ["pytest-benchmark"],
+        # `snnkernels study --ray`: cells as Ray tasks (imported only with --ray)
+        "ray": ["ray>=2.9"],
         # the API reference (mkdocs.yml; `mkdocs build --strict` runs in scripts/test.sh)
         "docs": ["mkdocs", "mkdocs-material", "mkdocstrings[python]"],
     },

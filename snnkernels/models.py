@@ -31,7 +31,11 @@ READOUTS = ("spike_count", "membrane")
 class SpikingLinear(nn.Module):
     """nn.Linear followed by a LIF neuron over all T steps: [T, B, F] -> spikes, membrane
     [T, B, H]. beta and threshold are per-layer floats, or per-neuron [H] Parameters when
-    learnable. sparse: None or a mask from snnkernels.sparse for this layer's backward."""
+    learnable. sparse: None or a mask from snnkernels.sparse for this layer's backward.
+    constant_kernel: False makes a dense layer's from_constant run the fused LIF on the
+    expanded current, the kernel a sparse layer runs (like-for-like timing, study/throughput.py)."""
+
+    constant_kernel = True
 
     def __init__(self, in_features, out_features, *, beta, threshold, surrogate,
                  reset_mechanism, reset_delay, learn_beta=False, learn_threshold=False,
@@ -58,7 +62,7 @@ class SpikingLinear(nn.Module):
         `steps` steps. Dense on the CPU: snnkernels.lif_constant (the backward recomputes the
         membrane instead of saving [steps, B, H] of it, and sums the current's gradient over
         time itself). Otherwise the fused LIF on the expanded current."""
-        if (self.sparse is None and current.device.type == "cpu"
+        if (self.sparse is None and self.constant_kernel and current.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")):
             return lif_constant(current, steps, self.beta, self.threshold,
                                 surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,

@@ -69,9 +69,11 @@ def test_bundled_keeps_sklearn_label_order():
     assert np.bincount(table.y).tolist() == [212, 357]
 
 
-def test_available_datasets_lists_bundled_then_installed_full():
+def test_available_datasets_lists_bundled_then_installed_full_then_synthetic():
+    from snnkernels.study.synthetic import SYNTHETIC
+
     installed = tuple(name for name in D.FULL if D.dataset_file(name) is not None)
-    assert D.available_datasets() == D.BUNDLED + installed
+    assert D.available_datasets() == D.BUNDLED + installed + tuple(SYNTHETIC)
 
 
 def test_unknown_dataset_lists_valid_names():

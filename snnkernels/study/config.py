@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import surrogate as G
-from .arms import ARMS, ModelConfig
+from .arms import ARMS, DENSE_TWIN, STANDARD_ARMS, ModelConfig
 from .attacks import AttackConfig
 from .data import FULL
 from .endpoints import AnalysisPlan
@@ -46,14 +46,31 @@ class StudyConfig:
     group: Optional[str] = None      # --group COL of a user table (split by groups)
     # endpoints, margins and tests, declared before the run; not a cell setting (analysis only)
     analysis: AnalysisPlan = field(default_factory=AnalysisPlan)
+    widths: tuple = ()               # hidden widths as a grid factor (--hidden a,b); () : model's
+    steps: tuple = ()                # time steps T as a grid factor (--steps a,b); () : model's
+    timing_steps: int = 0            # interleaved timing phase: steps per arm (0: no phase)
 
     def cell_settings(self) -> dict:
         """What a finished cell's numbers depend on. (group only when given, so the settings of
-        runs from before the option still match.)"""
+        runs from before the option still match; so are widths and steps.)"""
         d = self.to_dict()
-        keys = ("model", "train", "attack", "max_rows", "device") + (
-            ("group",) if self.group is not None else ())
+        keys = ("model", "train", "attack", "max_rows", "device") + tuple(
+            k for k in ("group", "widths", "steps") if getattr(self, k) not in (None, ()))
         return {k: d[k] for k in keys}
+
+    def grid(self) -> list:
+        """The (width, T) points of the cell grid; None where that factor has a single value
+        (the model's), so such cells keep the plain (dataset, arm, seed) key."""
+        return [(w, t) for w in (self.widths or (None,)) for t in (self.steps or (None,))]
+
+    def model_at(self, width: Optional[int], T: Optional[int]) -> ModelConfig:
+        """The network of the grid point (width, T): every hidden layer `width` wide."""
+        changes = {}
+        if width is not None:
+            changes["hidden"] = (width,) * len(self.model.hidden)
+        if T is not None:
+            changes["T"] = T
+        return dataclasses.replace(self.model, **changes)
 
     def to_dict(self) -> dict:
         d = _jsonable(dataclasses.asdict(self))
@@ -85,9 +102,25 @@ PRESETS = {
                             surrogates=(G.atan(alpha=10),)),
         max_rows=300),
     # The README's main command: <= 15 minutes on a 2-core CPU. DEFAULT_SEEDS below.
-    "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=tuple(ARMS),
+    "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=STANDARD_ARMS,
                            seeds=tuple(range(DEFAULT_SEEDS))),
     # >= 10 seeds for the statistics; <= 3 hours on the same CPU (FULL_SEEDS below).
-    "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=tuple(ARMS),
+    "full": StudyConfig(preset="full", datasets=DEFAULT_DATASETS + FULL, arms=STANDARD_ARMS,
                         seeds=tuple(range(FULL_SEEDS)), max_rows=20000),
 }
+
+
+def _scale_preset() -> StudyConfig:
+    """Where sparsity can pay: wide layers and long sequences on tables large enough to need
+    them (synthetic make_classification tables, plus telescope and adult when installed)."""
+    from .data import dataset_file
+    from .synthetic import SYNTHETIC
+
+    installed = tuple(d for d in ("telescope", "adult") if dataset_file(d) is not None)
+    return StudyConfig(preset="scale", datasets=tuple(SYNTHETIC) + installed,
+                       arms=(DENSE_TWIN, "topk_1", "topk_5", "aw_0.2", "mlp", "pgd_at",
+                             "pgd_at_topk_5"), seeds=(0, 1, 2),
+                       widths=(128, 512, 2048), steps=(10, 25), timing_steps=200)
+
+
+PRESETS["scale"] = _scale_preset()

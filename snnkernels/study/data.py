@@ -199,12 +199,17 @@ def install_command(name: str) -> str:
 
 
 def available_datasets() -> tuple[str, ...]:
-    """Names `load_dataset` accepts right now: BUNDLED, then the FULL ones that are installed."""
-    return BUNDLED + tuple(name for name in FULL if dataset_file(name) is not None)
+    """Names `load_dataset` accepts right now: BUNDLED, the FULL ones that are installed, then
+    the synthetic tables (study/synthetic.py)."""
+    from .synthetic import SYNTHETIC
+
+    return (BUNDLED + tuple(name for name in FULL if dataset_file(name) is not None)
+            + tuple(SYNTHETIC))
 
 
 def load_dataset(name: str) -> Table:
-    """Load a named dataset (BUNDLED or FULL) as a Table. Reads from disk on every call."""
+    """Load a named dataset (BUNDLED, FULL or synthetic) as a Table. Reads from disk (or
+    generates) on every call."""
     if name in BUNDLED:
         return _load_bundled(name)
     if name in FULL:
@@ -213,7 +218,12 @@ def load_dataset(name: str) -> Table:
             raise DataError(f"dataset {name!r} is not installed; install it with: "
                             f"{install_command(name)}")
         return _FULL_LOADERS[name](path)
-    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(BUNDLED + FULL)}")
+    from .synthetic import SYNTHETIC, load_synthetic
+
+    if name in SYNTHETIC:
+        return load_synthetic(name)
+    raise DataError(f"unknown dataset {name!r}; valid names: "
+                    f"{', '.join(BUNDLED + FULL + tuple(SYNTHETIC))}")
 
 
 def _load_bundled(name: str) -> Table:

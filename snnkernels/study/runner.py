@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -34,18 +35,32 @@ class Cell:
     dataset: str
     arm: str
     seed: int
+    width: Optional[int] = None  # the grid's hidden width; None: the config's only one
+    T: Optional[int] = None      # the grid's time steps; None: the config's only one
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}__{self.arm}__seed{self.seed}"
+        key = f"{self.dataset}__{self.arm}__seed{self.seed}"
+        if self.width is not None:
+            key += f"__h{self.width}"
+        if self.T is not None:
+            key += f"__T{self.T}"
+        return key
+
+    def source(self, arm: str) -> "Cell":
+        """The cell of `arm` that this cell is compared with (same dataset, seed and grid
+        point; the MLP has no time steps, so one MLP serves every T)."""
+        return Cell(self.dataset, arm, self.seed, self.width, None if arm == MLP else self.T)
 
 
 def plan(config: StudyConfig) -> list:
-    """Every cell, per dataset and seed the transfer sources (dense twin, MLP) first, as the
-    other arms' attacks need them."""
+    """Every cell, per dataset, seed and grid point the transfer sources (dense twin, MLP)
+    first, as the other arms' attacks need them."""
     first = [a for a in (DENSE_TWIN, MLP) if a in config.arms]
     order = first + [a for a in config.arms if a not in first]
-    return [Cell(d, a, s) for d in config.datasets for s in config.seeds for a in order]
+    cells = [Cell(d, a, s, w, t).source(a) for d in config.datasets for s in config.seeds
+             for w, t in config.grid() for a in order]
+    return list(dict.fromkeys(cells))  # one MLP per width, not per T
 
 
 def required_arms(arms) -> tuple:
@@ -89,11 +104,17 @@ class RunFolder:
         path = self.cell_path(cell)
         return json.loads(path.read_text()) if path.exists() else None
 
-    def save(self, cell: Cell, record: dict, model: torch.nn.Module) -> None:
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        atomic.write_bytes(self.model_path(cell), buffer.getvalue())
+    def save(self, cell: Cell, record: dict, model) -> None:
+        """model: the trained module, or its state_dict as torch.save bytes (from a worker)."""
+        state = model if isinstance(model, bytes) else state_bytes(model)
+        atomic.write_bytes(self.model_path(cell), state)
         atomic.write_json(self.cell_path(cell), record)  # last: marks the cell finished
+
+
+def state_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
 
 
 def tensors(split: Split, device):
@@ -103,9 +124,10 @@ def tensors(split: Split, device):
             as_x(split.X_test), as_y(split.y_test))
 
 
-def build(arm: Arm, split: Split, config: StudyConfig, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)  # the same initial weights for every arm of one seed and width
-    return arm.build(split.num_features, split.num_classes, config.model).to(config.device)
+def build(arm: Arm, split: Split, config: StudyConfig, cell: Cell) -> torch.nn.Module:
+    torch.manual_seed(cell.seed)  # the same initial weights for every arm of one seed and width
+    model = config.model_at(cell.width, cell.T)
+    return arm.build(split.num_features, split.num_classes, model).to(config.device)
 
 
 def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
@@ -114,9 +136,17 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
     start = time.perf_counter()
     arm = ARMS[cell.arm]
     X_tr, y_tr, X_va, y_va, X_te, y_te = tensors(split, config.device)
-    model = build(arm, split, config, cell.seed)
+    model = build(arm, split, config, cell)
+    adversary, adversarial_eps = None, None
+    if arm.adversarial is not None:
+        from .adversarial import PGDAdversary
+
+        adversarial_eps = arm.adversarial.eps(config.attack.eps_linf)
+        adversary = PGDAdversary(model, adversarial_eps, arm.adversarial.steps,
+                                 split.num_classes, cell.seed)
     result = T.train(model, X_tr, y_tr, X_va, y_va, config.train, metric=table.metric,
-                     seed=cell.seed, progress=lambda s: progress(f"train {s}"))
+                     seed=cell.seed, progress=lambda s: progress(f"train {s}"),
+                     adversary=adversary)
     progress("measure")
     logits = T.predict(model, X_te)
     clean = T.metric_value(logits, y_te, table.metric)
@@ -142,6 +172,11 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         seed=cell.seed, progress=lambda s: progress(f"attack {s}"), metric=table.metric)
     record = {
         "dataset": cell.dataset, "arm": cell.arm, "seed": cell.seed, "family": arm.family,
+        "hidden": list(config.model_at(cell.width, cell.T).hidden),
+        "T": None if arm.family == "mlp" else config.model_at(cell.width, cell.T).T,
+        "threads": torch.get_num_threads(),  # a BLAS may sum in a thread-dependent order
+        "val_curve": result.val_curve,
+        "adversarial_eps": adversarial_eps,  # PGD adversarial training's L-inf eps, or None
         "density": M.hidden_gradient_density(mechanism),  # measured δI density; None: MLP
         "twin": arm.twin, "metric": table.metric, "clean": clean,
         "clean_metrics": T.clean_metrics(logits, y_te), "epochs": result.epochs,
@@ -153,26 +188,39 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
     return record, model
 
 
+SOURCES = (("transfer_dense", DENSE_TWIN), ("transfer_mlp", MLP))  # in the order they run
+
+
+def source_cells(cell: Cell) -> dict:
+    """{attack name: source cell} of `cell`: the sources (same dataset, seed and grid point)
+    that run before its arm: none for the dense twin, the twin for the MLP, both otherwise."""
+    arms = [arm for _, arm in SOURCES]
+    before = arms[:arms.index(cell.arm)] if cell.arm in arms else arms
+    return {name: cell.source(arm) for name, arm in SOURCES if arm in before}
+
+
 def transfer_sources(cell: Cell, models: dict) -> dict:
-    """The dense twin and the MLP of the same dataset and seed, when the cell is neither."""
-    sources = {}
-    for name, arm in (("transfer_dense", DENSE_TWIN), ("transfer_mlp", MLP)):
-        model = models.get(Cell(cell.dataset, arm, cell.seed))
-        if model is not None and cell.arm != arm:
-            sources[name] = model
-    return sources
+    """The models of `cell`'s source cells that this run has (trained or loaded)."""
+    return {name: models[source] for name, source in source_cells(cell).items()
+            if source in models}
 
 
 def load_model(folder: RunFolder, cell: Cell, split: Split, config: StudyConfig):
-    model = build(ARMS[cell.arm], split, config, cell.seed)
-    state = torch.load(folder.model_path(cell), map_location=config.device, weights_only=True)
-    model.load_state_dict(state)
+    return model_from_bytes(folder.model_path(cell).read_bytes(), cell, split, config)
+
+
+def model_from_bytes(state: bytes, cell: Cell, split: Split, config: StudyConfig):
+    model = build(ARMS[cell.arm], split, config, cell)
+    model.load_state_dict(torch.load(io.BytesIO(state), map_location=config.device,
+                                     weights_only=True))
     return model.eval()
 
 
-def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = True) -> list:
+def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = True,
+              pool=None) -> list:
     """Runs every cell of `config` not yet finished in `out` and returns all its cells' records
-    (finished earlier or now), in plan order. tables: dataset name -> Table."""
+    (finished earlier or now), in plan order. tables: dataset name -> Table. pool: None (one
+    cell after another in this process) or an executor.Pool that runs cells in workers."""
     from tqdm.auto import tqdm
 
     folder = RunFolder(out, config)
@@ -182,6 +230,11 @@ def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = T
     if len(todo) < len(cells):
         print(f"{len(cells) - len(todo)} of {len(cells)} cells already finished in {out}: "
               "skipped")
+    if pool is not None:
+        from .executor import run_parallel
+
+        return run_parallel(pool, config, folder, tables, cells, todo,
+                            show_progress=show_progress)
     records, models, splits = {}, {}, {}
     bar = tqdm(total=len(todo), unit="cell", disable=not show_progress, dynamic_ncols=True)
     try:
@@ -194,7 +247,7 @@ def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = T
             done = folder.finished(cell)
             if done is not None:
                 records[cell] = done
-                if cell.arm in (DENSE_TWIN, MLP) and _needed_as_source(cell, todo):
+                if cell.arm in (DENSE_TWIN, MLP) and needed_as_source(cell, todo):
                     models[cell] = load_model(folder, cell, split, config)
                 continue
             bar.set_description(f"{cell.dataset} {cell.arm} seed {cell.seed}")
@@ -211,6 +264,5 @@ def run_study(config: StudyConfig, out, tables: dict, *, show_progress: bool = T
     return [records[c] for c in cells]
 
 
-def _needed_as_source(source: Cell, todo) -> bool:
-    return any(c.dataset == source.dataset and c.seed == source.seed and c.arm != source.arm
-               for c in todo)
+def needed_as_source(source: Cell, todo) -> bool:
+    return any(source in source_cells(c).values() for c in todo)

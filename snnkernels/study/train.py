@@ -34,6 +34,7 @@ class TrainResult:
     model: nn.Module
     epochs: int      # epochs run
     seconds: float   # wall time of training, validation included
+    val_curve: list = None  # [seconds since the start, validation metric] after each epoch
 
 
 def _sync(device: torch.device) -> None:
@@ -83,22 +84,26 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.
 
 
 def train(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig, *,
-          metric: str, seed: int, progress=None) -> TrainResult:
-    """Trains in place from `seed` (batch order) and returns the best-validation weights."""
+          metric: str, seed: int, progress=None, adversary=None) -> TrainResult:
+    """Trains in place from `seed` (batch order) and returns the best-validation weights.
+    adversary: None, or a callable (x, y) -> the batch to train on instead of x (adversarial
+    training, study/adversarial.py)."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    best, best_state, stale, epoch = -1.0, None, 0, 0
+    best, best_state, stale, epoch, curve = -1.0, None, 0, 0, []
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
         for idx in torch.randperm(len(X_train), generator=generator).split(config.batch_size):
             idx = idx.to(device)
-            loss = nn.functional.cross_entropy(model(X_train[idx]), y_train[idx])
+            x = X_train[idx] if adversary is None else adversary(X_train[idx], y_train[idx])
+            loss = nn.functional.cross_entropy(model(x), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         score = metric_value(predict(model, X_val), y_val, metric)
+        curve.append([time.perf_counter() - start, score])  # for time to accuracy
         if progress is not None:
             progress(f"epoch {epoch} val {score:.3f}")
         if score > best:
@@ -109,7 +114,7 @@ def train(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig,
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, epoch, time.perf_counter() - start)
+    return TrainResult(model, epoch, time.perf_counter() - start, curve)
 
 
 def training_throughput(model: nn.Module, X, y, batch_size: int, *, windows: int = 5,
