@@ -39,6 +39,18 @@ from helpers import SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, Tol, assert_close
 NUM_STEPS = 8
 
 
+@pytest.fixture(autouse=True)
+def own_snntorch_instance_list():
+    """snnTorch lists every neuron ever built in one class-level list that its resets walk, and
+    keeps them alive; a neuron another test file left there (e.g. a DeltaLeaky whose mem is
+    None) makes `snntorch.utils.reset` fail in snnTorch itself. Each test here starts from an
+    empty list, as a fresh process would, and the list is restored afterwards."""
+    saved = list(snn.SpikingNeuron.instances)
+    snn.SpikingNeuron.instances.clear()
+    yield
+    snn.SpikingNeuron.instances[:] = saved
+
+
 # ---- the tutorials' networks and loops -------------------------------------------------------
 
 
