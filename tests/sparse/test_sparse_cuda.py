@@ -1,5 +1,5 @@
 """The sparse-gradient path on CUDA (csrc/cuda/lif_masked_cuda.cu, csrc/cuda/linear_sparse_cuda.cu)
-against the CPU kernels, which tests/test_sparse_lif.py and tests/test_linear_lif.py check
+against the CPU kernels, which tests/sparse/test_sparse_lif.py and tests/ops/test_linear_lif.py check
 against the reference.
 
 Tolerances: with the default ATan surrogate (no exp) the CUDA kernels do the CPU's arithmetic

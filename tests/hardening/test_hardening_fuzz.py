@@ -22,7 +22,7 @@ At the end of the module the number of cases tried is written to the terminal.
 Documented results used below:
 - NaN / inf values propagate through the arithmetic and never select a code path or an address
   (SECURITY.md); NaN never fires (its spikes are 0) and its membrane stays NaN from that step on
-  (tests/test_lif_edge_cases.py::test_nan_input_propagates). Here: the op equals the reference,
+  (tests/ops/test_lif_edge_cases.py::test_nan_input_propagates). Here: the op equals the reference,
   NaN in the same places (the reference is the spec, README "Usage").
 - A tensor on "meta" runs the ops' fake implementations: outputs of the right shape on meta
   (snnkernels/_ops.py, used by torch.compile).
@@ -163,7 +163,7 @@ def leaky_step(layer, x, *mem):
     return lambda: layer()(x, *mem)
 
 
-SECURITY = "SECURITY.md (NaN and inf propagate); tests/test_lif_edge_cases.py"
+SECURITY = "SECURITY.md (NaN and inf propagate); tests/ops/test_lif_edge_cases.py"
 META = "snnkernels/_ops.py (fake implementations run for meta tensors)"
 T = TypeError
 V = ValueError

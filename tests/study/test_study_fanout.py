@@ -11,6 +11,8 @@ import socket
 
 import pytest
 
+import snnkernels
+
 from snnkernels import cli
 from snnkernels.study import config as C
 from snnkernels.study import executor
@@ -183,7 +185,8 @@ def test_ray_address_of_a_running_cluster(tmp_path, sequential):
     try:
         address = ray.get_runtime_context().gcs_address
         out = tmp_path / "cluster"
-        tests, root = Path(__file__).parent, Path(__file__).parents[1]
+        tests = Path(__file__).parent
+        root = Path(snnkernels.__file__).parents[1]  # this checkout's snnkernels
         driver = (f"import sys; sys.path.insert(0, {str(tests)!r})\n"
                   "from snnkernels import cli\nfrom snnkernels.study import config as C\n"
                   "import test_study_fanout as F\nC.PRESETS['quick'] = F.TINY\n"
