@@ -418,13 +418,16 @@ def check_against_reference(case: Case, dtype, what: str = "", regime: bool = Tr
 
 
 def run_portable(tmp_path, module: str, expression: str):
-    """The value of `expression` (after `from {module} import *`, in this tests directory)
-    computed in a subprocess with SNNKERNELS_PORTABLE=1, where the CPU kernels take their
-    portable paths instead of the AVX-512 ones (csrc/cpu/avx512.h)."""
+    """The value of `expression` (after `from {module} import *`, a test module in a subject
+    folder of this tests directory) computed in a subprocess with SNNKERNELS_PORTABLE=1, where
+    the CPU kernels take their portable paths instead of the AVX-512 ones (csrc/cpu/simd.h)."""
+    here = os.path.dirname(__file__)
+    folders = [here] + [os.path.join(here, d) for d in sorted(os.listdir(here))
+                        if os.path.isfile(os.path.join(here, d, module + ".py"))]
     script = tmp_path / "run_portable.py"
     script.write_text(
         "import sys, torch\n"
-        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        f"sys.path[:0] = {folders!r}\n"
         "import snnkernels\n"
         f"from {module} import *\n"
         f"torch.save({expression}, sys.argv[1])\n")

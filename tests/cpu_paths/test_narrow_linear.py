@@ -12,7 +12,7 @@ import snnkernels
 from snnkernels import reference
 
 from helpers import GRAD_TOL, Tol, assert_close, generator
-from test_linear_lif import layer_inputs, run_layer
+from linear_cases import layer_inputs, run_layer
 
 NARROW_MAX = snnkernels.build_info()["narrow_max_width"]  # csrc/cpu/policy.h
 

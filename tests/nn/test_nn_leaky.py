@@ -21,7 +21,7 @@ from snnkernels import surrogate as S
 
 from helpers import (RESET_DELAYS, RESETS, SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, Result,
                      assert_results_match, assert_spiking_regime)
-from test_lif_snntorch_parity import SURROGATE_PAIRS, leaf, parity_inputs
+from snntorch_cases import SURROGATE_PAIRS, leaf, parity_inputs
 
 LEARN = {  # name -> which of beta / threshold / graded_spikes_factor are parameters
     "none": (),

@@ -4,8 +4,6 @@ matmuls, torch masks); determinism; opcheck; and the bad inputs of the sparse sp
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -15,6 +13,7 @@ from snnkernels import sparse as sp
 from snnkernels import surrogate as S
 
 from helpers import GRAD_TOL, Tol, assert_close, generator
+from linear_cases import layer_inputs, run_layer
 
 SPECS = [
     pytest.param(None, id="dense"),
@@ -24,33 +23,6 @@ SPECS = [
     pytest.param(sp.ActiveWindow(0.2), id="window0.2"),
     pytest.param(sp.ActiveWindow(1e30), id="window-huge"),
 ]
-
-
-def layer_inputs(t=6, b=5, f=9, n=40, dtype=torch.float64, seed=0, bias=True, learn=True):
-    g = generator(seed)
-
-    def rand(*shape, scale=1.0, shift=0.0):
-        return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
-
-    x = rand(t, b, f)
-    weight = rand(n, f, scale=1.0 / math.sqrt(f))
-    return dict(x=x, weight=weight, bias=rand(n, scale=0.3, shift=0.4) if bias else None,
-                beta=(rand(n, scale=0.1, shift=0.8) if learn else 0.85),
-                threshold=(rand(scale=0.1, shift=1.0) if learn else 1.0))
-
-
-def run_layer(fn, inputs, seed=1, **kwargs):
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()
-              if isinstance(v, torch.Tensor)}
-    args = {**inputs, **leaves}
-    spk, mem = fn(args.pop("x"), args.pop("weight"), args.pop("bias"), args.pop("beta"),
-                  args.pop("threshold"), **kwargs)
-    g = generator(seed)
-    ws = torch.randn(spk.shape, generator=g, dtype=torch.float64).to(spk.dtype)
-    wm = torch.randn(spk.shape, generator=g, dtype=torch.float64).to(spk.dtype)
-    loss = (spk * ws).sum() + 0.3 * (mem * wm).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return spk.detach(), mem.detach(), dict(zip(leaves, grads))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])

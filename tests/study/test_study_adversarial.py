@@ -57,7 +57,7 @@ def test_adversarial_arms_train_end_to_end(tmp_path, monkeypatch):
     tiny = dataclasses.replace(
         C.PRESETS["quick"], datasets=("iris",), seeds=(0,),
         model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-        attack=AttackConfig(eps_linf=(0.1, 0.5, 50.0), eps_l2=(50.0,), attacks=("fgsm",),
+        attack=AttackConfig(eps_linf=(0.1, 0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",), pgd_steps=2, pgd_restarts=1,
                             max_examples=20, surrogates=()), max_rows=None)
     monkeypatch.setitem(C.PRESETS, "quick", tiny)
     out = tmp_path / "run"

@@ -25,7 +25,7 @@ from snnkernels.study.train import TrainConfig
 TINY = dataclasses.replace(
     C.PRESETS["quick"], datasets=("iris",), arms=("dense_fast_sigmoid", "mlp", "topk_25"),
     seeds=(0,), model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("fgsm",),
+    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",), pgd_steps=2, pgd_restarts=1,
                         max_examples=20, surrogates=()),
     max_rows=None)
 
