@@ -1,4 +1,4 @@
-"""The study's arms (../shared/SPEC.md section 4, issue 5 item 2): what is trained, and how.
+"""The study's arms (docs/study.md): what is trained, and how.
 
 Dense arms differ only in the surrogate used for training. Sparse arms train the same network
 with a sparse-gradient mask (snnkernels.sparse) on the hidden layers and the fast_sigmoid

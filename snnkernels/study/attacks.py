@@ -1,4 +1,4 @@
-"""Adversarial robustness of one trained model on the test split (../shared/SPEC.md section 4).
+"""Adversarial robustness of one trained model on the test split (docs/study.md).
 
 evaluate_robustness(model, X, y, config, threat=...) attacks the model with
 adversarial-robustness-toolbox (ART) at every eps of an L-inf and an L2 grid, inside a tabular

@@ -1,4 +1,4 @@
-"""`snnkernels study`: the research question as one command (issue 5).
+"""`snnkernels study`: the research question as one command.
 
 Bad input (unknown dataset or arm, a table that cannot be used, an unwritable --out, --device
 cuda without CUDA, a margin that is not a finite number in (0, 1)) ends with a one-line message

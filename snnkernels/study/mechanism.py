@@ -1,4 +1,4 @@
-"""The mechanism metrics of one trained cell (issue 18 item 5), counted inside the ops
+"""The mechanism metrics of one trained cell, counted inside the ops
 (snnkernels.mechanism), so every path the model takes (lif_constant, linear_lif, the masked LIF;
 CPU and CUDA) is measured:
 

@@ -1,4 +1,4 @@
-"""What an attacker may change in a table row (the study's tabular threat model, SPEC.md section 4).
+"""What an attacker may change in a table row (the study's tabular threat model, docs/study.md).
 
 - Every feature stays inside its training range: adversarial rows are clipped to the train
   part's per-column min / max (standardized units, Split.lower / upper), widened per row to

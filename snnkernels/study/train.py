@@ -1,5 +1,5 @@
 """Training with early stopping, the clean test metrics, and the cost measurements taken in the
-same run (issue 5 items 2 and 4): training and inference samples/s, the share of step time in
+same run: training and inference samples/s, the share of step time in
 backward, the bytes saved for backward, peak CUDA memory. The spiking layers' activity is
 measured inside the ops (study/mechanism.py)."""
 
