@@ -79,8 +79,9 @@ class PerturbationFrame:
     radii[point[r]]: ART sees u_r, the perturbation of the threat model's mutable features in
     units of eps_r (zero when clean), plus a tag column (r + 1) * TAG. ART attacks u with
     eps = 1; the model view decodes each row back to x0_r + eps_r * u_r on the mutable
-    features and projects it into the threat model (box, one-hot groups), reading r from the
-    tag by rounding (ART moves the tag by at most 1, its whole budget; the model never sees it
+    features (L-inf: each coordinate of u stretched onto the room the box leaves it, so the
+    unit cube is box and ball together) and projects it into the threat model (box, one-hot
+    groups), reading r from the tag by rounding (ART moves the tag by at most 1, its whole budget; the model never sees it
     and its gradient is zero). Immutable features are not in u, so no budget goes to them.
 
     Why: ART's APGD and Square take one scalar eps, and on the study's small test sets a call's
@@ -93,7 +94,8 @@ class PerturbationFrame:
 
     TAG = 1000.0
 
-    def __init__(self, x: np.ndarray, radii, threat: ThreatModel | None = None, rows=None):
+    def __init__(self, x: np.ndarray, radii, threat: ThreatModel | None = None, rows=None,
+                 norm: str = "linf"):
         self.radii = np.asarray(radii, np.float32)
         self.n = len(x)
         self.threat = threat if threat is not None else ThreatModel.unbounded(x.shape[1])
@@ -103,6 +105,22 @@ class PerturbationFrame:
         self.x0 = np.asarray(x, np.float32)[self.example]
         self.eps = self.radii[self.point]
         self.mutable = np.flatnonzero(self.threat.mutable)
+        # L-inf: per row and mutable feature, the share of eps the box leaves up / down
+        # (0..1); u in [-1, 1] is stretched onto it, so the unit cube maps exactly onto box and
+        # ball together and every coordinate keeps a gradient (clamping to the box after the
+        # step leaves a zero gradient outside it, which made APGD-CE weaker than PGD). Not for
+        # L2: the box and the ball do not factor per coordinate, and stretching would spend a
+        # whole unit of budget on a feature that can move only part of eps; there the box
+        # clamps (ThreatModel.project).
+        ones = np.ones((len(self.x0), len(self.mutable)), np.float32)
+        self.up, self.down = ones, ones
+        if norm == "linf":
+            lower, upper = self.threat.box(self.x0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.up, self.down = (
+                    np.clip(np.nan_to_num(d[:, self.mutable] / self.eps[:, None], nan=1.0,
+                                          posinf=1.0), 0.0, 1.0).astype(np.float32)
+                    for d in (upper - self.x0, self.x0 - lower))
         self._on: dict = {}
 
     def __len__(self) -> int:
@@ -118,10 +136,12 @@ class PerturbationFrame:
         key = str(u.device)
         if key not in self._on:
             self._on[key] = tuple(torch.as_tensor(a, device=u.device)
-                                  for a in (self.x0, self.eps, self.mutable))
-        x0, eps, mutable = self._on[key]
+                                  for a in (self.x0, self.eps, self.mutable, self.up, self.down))
+        x0, eps, mutable, up, down = self._on[key]
         rows = (torch.round(u[:, -1].detach() / self.TAG).long() - 1).clamp(0, len(x0) - 1)
-        x = x0[rows].index_add(1, mutable, eps[rows, None] * u[:, :-1])
+        step = u[:, :-1]
+        step = torch.where(step >= 0, up[rows] * step, down[rows] * step)
+        x = x0[rows].index_add(1, mutable, eps[rows, None] * step)
         return self.threat.project(x, x0[rows])
 
     @torch.no_grad()

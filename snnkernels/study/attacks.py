@@ -229,7 +229,7 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
         for norm, grid in grids.items():
             for attack, target, s, label, scope in jobs:
                 rows = alive[norm] if scope == "survivors" else None
-                frame = PerturbationFrame(X_ok, radii[norm], threat, rows)
+                frame = PerturbationFrame(X_ok, radii[norm], threat, rows, norm)
                 name = (GRADIENT_FREE[norm] if attack == "square"
                         else attack if target is model else label)
                 surrogate = label if target is model and attack != "square" else None

@@ -312,6 +312,32 @@ def test_perturbation_frame_round_trip():
     assert np.allclose(frame.adversarial(u), x + np.array([[0.1, 0], [2.0, 0], [2.0, 0]]))
 
 
+def test_linf_frame_maps_the_unit_cube_onto_box_and_ball_with_a_gradient_everywhere():
+    # feature 0: box [-1, 0.3] around 0 (0.3 of room up at eps 1, all of it down); feature 1:
+    # the clean value sits on the upper bound, so it cannot move up at all
+    threat = ThreatModel(np.array([-1.0, -5.0], np.float32), np.array([0.3, 2.0], np.float32),
+                         np.ones(2, bool))
+    x = np.array([[0.0, 2.0]], np.float32)
+    frame = PerturbationFrame(x, (0.5, 1.0), threat, norm="linf")
+    u = torch.from_numpy(frame.encode())
+    for corner, want in (((1.0, 1.0), [[0.3, 2.0], [0.3, 2.0]]),
+                         ((-1.0, -1.0), [[-0.5, 1.5], [-1.0, 1.0]]),
+                         ((0.5, -0.5), [[0.15, 1.75], [0.15, 1.5]])):
+        u[:, :2] = torch.tensor(corner)
+        assert np.allclose(frame.adversarial(u.numpy()), want), corner
+    u = u.clone().requires_grad_(True)
+    with torch.no_grad():
+        u[:, :2] = torch.tensor([0.9, -0.9])
+    frame.decode(u).sum().backward()
+    # d x / d u = eps * room: positive wherever the box leaves room, as in the clean direction
+    assert np.allclose(u.grad[:, :2].numpy(), [[0.5 * 0.6, 0.5 * 1.0], [1.0 * 0.3, 1.0 * 1.0]])
+    # L2 keeps the budget per unit of u and clamps to the box instead
+    frame = PerturbationFrame(x, (0.5,), threat, norm="l2")
+    u = frame.encode()
+    u[:, :2] = (1.0, 0.0)
+    assert np.allclose(frame.adversarial(u), [[0.3, 2.0]])
+
+
 def test_feature_image_round_trip_and_sizes():
     x = np.random.default_rng(0).standard_normal((4, 7)).astype(np.float32)
     image = FeatureImage(7)
