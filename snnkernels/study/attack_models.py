@@ -140,7 +140,12 @@ class PerturbationFrame:
         x0, eps, mutable, up, down = self._on[key]
         rows = (torch.round(u[:, -1].detach() / self.TAG).long() - 1).clamp(0, len(x0) - 1)
         step = u[:, :-1]
-        step = torch.where(step >= 0, up[rows] * step, down[rows] * step)
+        up, down = up[rows], down[rows]
+        slope = torch.where(step >= 0, up, down)
+        # A side with no room (the clean value on the box's edge) moves nothing; its gradient
+        # takes the other side's slope, so an attack that stepped there can come back.
+        pull = torch.where(slope > 0, slope, torch.maximum(up, down))
+        step = slope.detach() * step.detach() + pull * (step - step.detach())
         x = x0[rows].index_add(1, mutable, eps[rows, None] * step)
         return self.threat.project(x, x0[rows])
 

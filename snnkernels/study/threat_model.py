@@ -100,7 +100,7 @@ class ThreatModel:
         to the box, each moving one-hot group set to its largest column (straight-through: the
         gradient passes as if unprojected, so the attack can push a group to another category)."""
         lower, upper = self.box(x0)
-        x = torch.maximum(torch.minimum(x, upper), lower)
+        x = _InwardClamp.apply(x, lower, upper)
         if not self.groups:
             return x
         hard = x.clone()
@@ -143,6 +143,24 @@ class ThreatModel:
             problems.append(f"moved by {size.max():.6g} > {radius:.6g}")
         if problems:
             raise RuntimeError(f"{what} ({norm}, radius {radius:g}): " + "; ".join(problems))
+
+
+class _InwardClamp(torch.autograd.Function):
+    """Clamps x to [lower, upper]. Its gradient passes inside the box, and on or past an edge
+    only when it points back in (the attacks ascend the loss: negative at the upper edge,
+    positive at the lower one). So no L2 budget goes to pushing a feature that cannot move
+    further, and an attack that stepped past the box is not stranded there by a zero gradient."""
+
+    @staticmethod
+    def forward(ctx, x, lower, upper):
+        ctx.save_for_backward(x, lower, upper)
+        return torch.clamp(x, lower, upper)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lower, upper = ctx.saved_tensors
+        passes = ((x < upper) | (grad < 0)) & ((x > lower) | (grad > 0))
+        return grad * passes, None, None
 
 
 def _onehot_groups(kinds) -> dict:

@@ -331,11 +331,36 @@ def test_linf_frame_maps_the_unit_cube_onto_box_and_ball_with_a_gradient_everywh
     frame.decode(u).sum().backward()
     # d x / d u = eps * room: positive wherever the box leaves room, as in the clean direction
     assert np.allclose(u.grad[:, :2].numpy(), [[0.5 * 0.6, 0.5 * 1.0], [1.0 * 0.3, 1.0 * 1.0]])
+    # feature 1 has no room up: a step there moves nothing, yet a gradient pointing back down
+    # passes (with the other side's slope), so the attack can come back
+    u.grad = None
+    with torch.no_grad():
+        u[:, :2] = torch.tensor([0.9, 0.9])
+    x_adv = frame.decode(u)
+    (-x_adv[:, 1]).sum().backward()
+    assert np.allclose(x_adv.detach().numpy()[:, 1], 2.0)
+    assert np.allclose(u.grad[:, 1].numpy(), [-0.5, -1.0])
     # L2 keeps the budget per unit of u and clamps to the box instead
     frame = PerturbationFrame(x, (0.5,), threat, norm="l2")
     u = frame.encode()
     u[:, :2] = (1.0, 0.0)
     assert np.allclose(frame.adversarial(u), [[0.3, 2.0]])
+
+
+def test_box_clamp_passes_only_gradients_that_point_back_in():
+    threat = ThreatModel(np.zeros(6, np.float32), np.ones(6, np.float32), np.ones(6, bool))
+    x0 = torch.full((1, 6), 0.5)
+    # inside, on the upper edge, past it, on the lower edge, past it, past it
+    x = torch.tensor([[0.5, 1.0, 1.5, 0.0, -0.5, -0.5]], requires_grad=True)
+    projected = threat.project(x, x0)
+    assert projected.tolist() == [[0.5, 1.0, 1.0, 0.0, 0.0, 0.0]]
+    grad = torch.tensor([[2.0, 3.0, -4.0, 5.0, 6.0, -7.0]])
+    projected.backward(grad)
+    # outward pushes (+3 at the top, -7 below the bottom) are dropped, the rest pass
+    assert x.grad.tolist() == [[2.0, 0.0, -4.0, 5.0, 6.0, 0.0]]
+    x.grad = None
+    threat.project(x, x0).backward(-grad)
+    assert x.grad.tolist() == [[-2.0, -3.0, 0.0, 0.0, 0.0, 7.0]]
 
 
 def test_feature_image_round_trip_and_sizes():
