@@ -568,11 +568,19 @@ def test_attack_strength_checks_flag_with_their_numbers():
     cells += [_cell("weak", "dense", 0, 0.10, 0.50, 0.40), _cell("weak", "dense", 1, 0.20, 0.5, 0.4)]
     lines, warnings = attack_strength_checks(cells)
     text = "\n".join(lines)
-    assert "| good | L∞ | 1 | dense | 0.000 | ok |" in text
-    assert "| weak | L∞ | 1 | dense | 0.150 | FLAG |" in text  # mean over the seeds
+    assert "| good | L∞ | 1 | dense | 0.000 | n/a | ok |" in text
+    assert "| weak | L∞ | 1 | dense | 0.150 | n/a | FLAG |" in text  # mean over the seeds
     assert "| good | L∞ | -0.100 at ε=0.1 | 0/4 | ok |" in text
     assert "| weak | L∞ | +0.100 at ε=0.1 | 4/4 | FLAG |" in text
     assert len(warnings) == 2 and all("weak" in w for w in warnings)
+    assert "the attacks may be too weak" in warnings[0]
+    # an MLP that keeps as much points at the eps grid, one that does not at the attacks
+    for mlp_worst, says in ((0.1, "the MLP, with exact gradients, keeps 0.100 too"),
+                            (0.0, "the attacks may be too weak")):
+        with_mlp = cells + [_cell("weak", "mlp", s, mlp_worst, 0.3, 0.3) for s in range(2)]
+        lines, warnings = attack_strength_checks(with_mlp)
+        assert f"| weak | L∞ | 1 | dense | 0.150 | {mlp_worst:.3f} | FLAG |" in "\n".join(lines)
+        assert says in warnings[0]
     section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
                                                      "perturb_categorical": False}))
     assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section
