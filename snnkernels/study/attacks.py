@@ -163,6 +163,10 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
       the worst case, the number of examples it broke at that eps ("broke", of those it
       attacked) and of those the number no earlier attack (in the order of the module
       docstring) had broken at that or a smaller eps ("first").
+    "examples": {"rows": indices into X of the examples attacked, "first_broken_by": rows
+      {"norm", "eps", "attack"}, "attack" a list over those examples of what broke each one first
+      at that eps ("attack" or "attack[surrogate]" as in broken_by; "clean" when misclassified
+      unattacked; None when it survived)}.
     "clean": the metric on the examples attacked (the first config.max_examples, stratified).
     metric: "accuracy", or "balanced_accuracy" (the table's, see data.Table): then every
       "accuracy" above is the mean over classes of the share of that class's attacked examples
@@ -204,6 +208,10 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
     radii = {norm: [threat.radius(norm, e) for e in grid] for norm, grid in grids.items()}
     # alive[norm][k, i]: example i unbroken at grid point k and every smaller one
     alive = {norm: np.ones((len(grid), len(y_ok)), bool) for norm, grid in grids.items()}
+    first = {norm: np.full((len(grid), n), None, object) for norm, grid in grids.items()}
+    for table in first.values():
+        table[:, ~correct] = "clean"
+    ok_rows = np.flatnonzero(correct)
     attack_rows, broken_by = [], []
     say = progress or (lambda message: None)
     own = [("own", None)] if isinstance(model, TabularSNN) else [(None, None)]
@@ -251,6 +259,9 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
                 else:
                     before = alive[norm]
                     after = alive[norm] = np.logical_and.accumulate(before & ok, axis=0)
+                    for k, newly in enumerate(before & ~after):
+                        first[norm][k, ok_rows[newly]] = name + (f"[{surrogate}]" if surrogate
+                                                                 else "")
                 for k, e in enumerate(grid):
                     accuracy = score(after[k] if scope == "survivors" else ok[k])
                     attack_rows.append({"norm": norm, "eps": float(e), "radius": radii[norm][k],
@@ -264,8 +275,11 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
                     "eps_raw": threat.raw_eps(e),
                     "accuracy": score(alive[norm][k])}
                    for norm, grid in grids.items() for k, e in enumerate(grid)]
+    examples = {"rows": keep.tolist(),
+                "first_broken_by": [{"norm": norm, "eps": float(e), "attack": first[norm][k].tolist()}
+                                    for norm, grid in grids.items() for k, e in enumerate(grid)]}
     return {"attacks": attack_rows, "robust": robust_rows, "broken_by": broken_by,
-            "clean": score(np.ones(len(y_ok), bool))}
+            "examples": examples, "clean": score(np.ones(len(y_ok), bool))}
 
 
 def random_search_l2(view: nn.Module, u: np.ndarray, y: np.ndarray, queries: int,

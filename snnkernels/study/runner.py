@@ -183,6 +183,7 @@ def run_cell(cell: Cell, table: Table, split: Split, config: StudyConfig,
         "throughput": throughput, "spike_rates": M.spike_rates(mechanism),
         "mechanism": mechanism, "attacks": robustness["attacks"],
         "robust": robustness["robust"], "broken_by": robustness["broken_by"],
+        "examples": robustness["examples"],
         "mutable_features": threat.n_mutable, "seconds": time.perf_counter() - start,
     }
     return record, model

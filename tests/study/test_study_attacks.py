@@ -129,10 +129,22 @@ def test_rows_have_the_exact_schema(snn_result, mlp_result):
         assert all(tuple(b) == keys for b in result["broken_by"])
         # every example broken at an eps was broken first by exactly one attack
         n_ok = round(clean * len(CONFIG_TEST_Y))
+        examples = result["examples"]
+        assert len(examples["rows"]) == len(CONFIG_TEST_Y)
+        per_example = {(e["norm"], e["eps"]): e["attack"] for e in examples["first_broken_by"]}
         for r in robust:
             firsts = sum(b["first"] for b in result["broken_by"]
                          if (b["norm"], b["eps"]) == (r["norm"], r["eps"]))
             assert n_ok - firsts == round(r["accuracy"] * len(CONFIG_TEST_Y))
+            # per example: survivors are None, the clean mistakes "clean", and each attack's
+            # label appears as often as broken_by says it broke an example first
+            labels = per_example[(r["norm"], r["eps"])]
+            assert labels.count(None) == n_ok - firsts
+            assert labels.count("clean") == len(CONFIG_TEST_Y) - n_ok
+            for b in result["broken_by"]:
+                if (b["norm"], b["eps"]) == (r["norm"], r["eps"]):
+                    label = b["attack"] + (f"[{b['surrogate']}]" if b["surrogate"] else "")
+                    assert labels.count(label) == b["first"]
 
 
 def test_linearized_rows_are_not_in_the_worst_case(snn_result):
