@@ -163,16 +163,25 @@ class AttackView(nn.Module):
 
     Centring (subtracting each row's mean) changes neither the argmax, nor the cross-entropy,
     nor its gradient, but keeps ART's "this model outputs probabilities" check (APGD-CE) from
-    firing on spike counts such as [1, 0]. Rate-encoded models: the batch is repeated
+    firing on spike counts such as [1, 0]. With capped_range, a row whose logits span more than
+    LOGIT_RANGE is scaled down to that span by a detached factor (argmax unchanged): once the
+    true class leads by more than ~17, float32 rounds its softmax to 1 and cross-entropy's
+    gradient loses the true-class term (and soon every term), which stalled APGD-CE far from
+    the clean point (on bio, L2 eps 1, an MLP kept 16 of 34 examples against PGD's 1). For
+    gradient attacks only: a gradient-free search compares margins across proposals, which a
+    per-row scale would distort. Rate-encoded models: the batch is repeated
     eot_samples times and the logits averaged, one encoder draw per copy; the encoder's stream
     advances from call to call (fresh draws per gradient step), from the seed given to reseed().
     """
 
+    LOGIT_RANGE = 10.0
+
     def __init__(self, model: nn.Module, *, eot_samples: int = 1,
                  frame: PerturbationFrame | None = None, image: FeatureImage | None = None,
-                 memo: bool = False):
+                 memo: bool = False, capped_range: bool = False):
         super().__init__()
         self.model = model
+        self.capped_range = capped_range
         self.eot_samples = eot_samples if is_rate_encoded(model) else 1
         self.frame, self.image = frame, image
         self._stateful = _has_state(model)
@@ -239,6 +248,9 @@ class AttackView(nn.Module):
         if self.eot_samples > 1:
             logits = logits.view(self.eot_samples, n, -1).mean(0)
         logits = logits - logits.mean(1, keepdim=True)
+        if self.capped_range:
+            span = (logits.amax(1, keepdim=True) - logits.amin(1, keepdim=True)).detach()
+            logits = logits / torch.clamp(span / self.LOGIT_RANGE, min=1.0)
         if self._labels is not None and self.frame is not None:
             self._remember(u, logits, finite)
         return torch.where(finite, logits, torch.full_like(logits, float("nan")))
@@ -246,9 +258,10 @@ class AttackView(nn.Module):
 
 def attack_view(model: nn.Module, surrogate=None, *, eot_samples: int = 1,
                 frame: PerturbationFrame | None = None, image: FeatureImage | None = None,
-                memo: bool = False) -> AttackView:
+                memo: bool = False, capped_range: bool = False) -> AttackView:
     """A dense, gradient-ready copy of `model` for ART. TabularSNN: dense_copy(surrogate)
-    (surrogate None: the trained one); other modules: a deep copy (surrogate must be None)."""
+    (surrogate None: the trained one); other modules: a deep copy (surrogate must be None).
+    capped_range: see AttackView (for gradient attacks)."""
     if isinstance(model, TabularSNN):
         twin = model.dense_copy(surrogate)
         # every TabularSNN forward starts from zero membranes: each ART query is a fresh start
@@ -257,7 +270,8 @@ def attack_view(model: nn.Module, surrogate=None, *, eot_samples: int = 1,
         if surrogate is not None:
             raise ValueError(f"a surrogate applies to a TabularSNN, not {type(model).__name__}")
         twin = copy.deepcopy(model)
-    return AttackView(twin.eval(), eot_samples=eot_samples, frame=frame, image=image, memo=memo)
+    return AttackView(twin.eval(), eot_samples=eot_samples, frame=frame, image=image, memo=memo,
+                      capped_range=capped_range)
 
 
 @torch.no_grad()

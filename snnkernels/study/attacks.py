@@ -384,7 +384,7 @@ def _run_art(target, surrogate, attack, frame, y, norm, config, n_classes, seed,
     u = frame.encode()
     image = FeatureImage(u.shape[1]) if attack == "square" and norm == "linf" else None
     view = attack_view(target, surrogate, eot_samples=config.eot_samples, frame=frame,
-                       image=image, memo=attack == "square")
+                       image=image, memo=attack == "square", capped_range=attack != "square")
     _seed_all(seed)
     view.reseed(seed)
     view.track(y, norm)

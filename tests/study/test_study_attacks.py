@@ -601,6 +601,25 @@ def test_attack_strength_checks_flag_with_their_numbers():
     assert "below the study's full strength (apgd_steps 5 < 100)" in weak
 
 
+def test_capped_logit_range_keeps_the_cross_entropy_gradient_alive():
+    model = nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-100.0], [100.0]]))
+        model.bias.zero_()
+    x = torch.tensor([[1.0], [0.01]])  # a margin of 200 (saturated) and one of 2
+    label = torch.tensor([1, 1])
+    grads = {}
+    for capped in (False, True):
+        view = attack_view(model, capped_range=capped)
+        xi = x.clone().requires_grad_(True)
+        logits = view(xi)
+        assert logits.argmax(1).tolist() == [1, 1]
+        nn.functional.cross_entropy(logits, label, reduction="sum").backward()
+        grads[capped] = xi.grad[:, 0]
+    assert grads[False][0] == 0 and grads[True][0] < 0  # float32 rounds it away uncapped
+    assert grads[True][1] == grads[False][1] != 0  # a span under the cap is left alone
+
+
 def test_view_remembers_misclassified_points_inside_the_ball_only():
     model = nn.Linear(1, 2)
     with torch.no_grad():
