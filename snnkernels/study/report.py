@@ -24,8 +24,11 @@ from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
 from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
 from snnkernels.study.stats import (
     Estimate,
+    arm_at,
     comparisons,
     display_effect,
+    grid_point,
+    is_grid,
     mean_spike_rate,
     ordered,
     paired,
@@ -200,20 +203,21 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
     if not rows:
         return "(no finished cells)"
     eps_shown = main_table_eps(rows)
-    labelled: dict[tuple[str, str], list[dict]] = {}
+    grid = is_grid(rows)
+    labelled: dict[tuple, list[dict]] = {}
     for row in comparisons(cells, plan):
-        labelled.setdefault((row["dataset"], row["arm"]), []).append(row)
+        labelled.setdefault((row["dataset"], row["arm"], grid_point(row)), []).append(row)
     headers = ["dataset", "arm", "seeds", "clean"]
     headers += [f"robust L∞ ε={eps:g}" for eps in eps_shown]
     headers += ["train samples/s", "speedup vs twin", "other endpoints vs twin"]
     table = []
     for r in rows:
-        line = [r["dataset"], r["arm"], str(len(r["seeds"])), format_estimate(r["clean"])]
+        line = [r["dataset"], arm_at(r, grid), str(len(r["seeds"])), format_estimate(r["clean"])]
         for eps in eps_shown:
             e = r["robust"].get(point_key("linf", eps))
             line.append(format_estimate(e) if e else "n/a")
         line.append(format_estimate(r["train_samples_per_s"]))
-        arm_rows = labelled.get((r["dataset"], r["arm"]), [])
+        arm_rows = labelled.get((r["dataset"], r["arm"], grid_point(r)), [])
         line.append(_format_speedup(next((c for c in arm_rows if c["endpoint"] == THROUGHPUT),
                                          None)))
         line.append("; ".join(f"{c['endpoint_label']}: {c['label']}" for c in arm_rows
@@ -225,6 +229,7 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
 def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(dataset, norm, table) per dataset × norm: arms × (clean, each eps), mean ± 95% CI."""
     tables = []
+    grid = is_grid(rows)
     for dataset in ordered(r["dataset"] for r in rows):
         dataset_rows = [r for r in rows if r["dataset"] == dataset]
         for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
@@ -233,7 +238,7 @@ def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
             table = []
             for r in dataset_rows:
                 cells = [r["robust"].get((norm, eps)) for eps in grid]
-                table.append([r["arm"], format_estimate(r["clean"])]
+                table.append([arm_at(r, grid), format_estimate(r["clean"])]
                              + [format_estimate(e) if e else "n/a" for e in cells])
             tables.append((dataset, norm, markdown_table(headers, table)))
     return tables
@@ -263,7 +268,8 @@ def verdict_table(rows: list[dict]) -> str:
     headers = ["dataset", "arm", "endpoint", "label", "effect [95% CI]", "pairs",
                "Holm p (difference)", "Holm p (equivalence)", "q BH (difference)",
                "q BH (equivalence)", "why"]
-    table = [[r["dataset"], r["arm"], r["endpoint_label"], r["label"], format_effect(r),
+    grid = is_grid(rows)
+    table = [[r["dataset"], arm_at(r, grid), r["endpoint_label"], r["label"], format_effect(r),
               str(r["n"]), format_p(r["holm_difference"]), format_p(r["holm_equivalence"]),
               format_p(r["q_difference"]), format_p(r["q_equivalence"]), r["reason"]]
              for r in rows]
@@ -273,10 +279,11 @@ def verdict_table(rows: list[dict]) -> str:
 def pooled_table(pooled_rows: list[dict]) -> str:
     headers = ["arm", "endpoint", "pooled effect [95% CI]", "tables", "left out", "τ²"]
     table = []
+    grid = is_grid(pooled_rows)
     for r in pooled_rows:
         line = {"endpoint": r["endpoint"], "effect": r["effect"], "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"]}
-        table.append([r["arm"], r["endpoint_label"], format_effect(line),
+        table.append([arm_at(r, grid), r["endpoint_label"], format_effect(line),
                       str(len(r["tables"])), ", ".join(r["tables_left_out"]) or "—",
                       format_number(r["tau2"], 4)])
     return markdown_table(headers, table)
@@ -286,10 +293,11 @@ def paired_table(paired_rows: list[dict]) -> str:
     headers = ["dataset", "arm", "twin", "point", "sparse", "twin mean",
                "difference ± 95% CI", "pairs"]
     table = []
+    grid = is_grid(paired_rows)
     for r in paired_rows:
         difference = Estimate(r["mean_difference"], r["ci_half_width"], r["n_pairs"])
         table.append([
-            r["dataset"], r["arm"], r["twin"], r["label"],
+            r["dataset"], arm_at(r, grid), r["twin"], r["label"],
             format_number(r["sparse_mean"]), format_number(r["twin_mean"]),
             format_estimate(difference), str(r["n_pairs"]),
         ])
@@ -301,9 +309,10 @@ def throughput_table(rows: list[dict]) -> str:
                "backward share", "activation bytes/step", "peak memory", "spike rate",
                "epochs", "cell seconds"]
     table = []
+    grid = is_grid(rows)
     for r in rows:
         table.append([
-            r["dataset"], r["arm"], str(r["family"]), format_number(r["density"].mean),
+            r["dataset"], arm_at(r, grid), str(r["family"]), format_number(r["density"].mean),
             format_estimate(r["train_samples_per_s"], 1),
             format_estimate(r["infer_samples_per_s"], 1),
             format_estimate(r["backward_share"]),
@@ -344,6 +353,7 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
     """
     rows = summarize(cells)
     unique = unique_cells(cells)
+    spans_grid = is_grid(rows)
     headers = ["dataset", "arm", "norm", "largest ε", "robust at largest ε", "status"]
     table, warnings = [], []
     for r in rows:
@@ -352,7 +362,7 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
             grid = sorted(eps for n, eps in r["robust"] if n == norm)
             largest = r["robust"][(norm, grid[-1])]
             high = not _missing(largest.mean) and largest.mean > SANITY_MAX_ROBUST_AT_LARGEST_EPS
-            table.append([r["dataset"], r["arm"], norm_label(norm), f"{grid[-1]:g}",
+            table.append([r["dataset"], arm_at(r, spans_grid), norm_label(norm), f"{grid[-1]:g}",
                           format_estimate(largest), "WARNING" if high else "ok"])
             if high:
                 suspicions.append(
@@ -365,7 +375,8 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
                     suspicions.append(
                         f"robust accuracy rises from {acc_a:.3f} at {norm_label(norm)} "
                         f"ε={eps_a:g} to {acc_b:.3f} at ε={eps_b:g}")
-            arm_cells = [c for c in unique if (c["dataset"], c["arm"]) == (r["dataset"], r["arm"])]
+            arm_cells = [c for c in unique if (c["dataset"], c["arm"], grid_point(c))
+                         == (r["dataset"], r["arm"], (r["hidden"], r["T"]))]
             for eps in grid:
                 gap = _mean(_attack_gap(c, norm, eps) for c in arm_cells)
                 if not _missing(gap) and gap > SANITY_MARGIN:
@@ -374,7 +385,7 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
                         f"at {norm_label(norm)} ε={eps:g}")
         if suspicions:
             warnings.append(
-                f"{SUSPICION} {r['arm']} on {r['dataset']}: " + "; ".join(suspicions) + ".")
+                f"{SUSPICION} {arm_at(r, spans_grid)} on {r['dataset']}: " + "; ".join(suspicions) + ".")
     return markdown_table(headers, table), warnings
 
 
