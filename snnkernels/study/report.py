@@ -20,8 +20,11 @@ import math
 import os
 
 from snnkernels.study.atomic import write_text as atomic_write_text
-from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
+from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, endpoint_label, norm_label
 from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
+from snnkernels.study.scale_summary import SPEEDUP_VS_WIDTH, scale_rows, shows_scale
+from snnkernels.study.throughput import TIMING_FILE
+from snnkernels.study.time_to_accuracy import TOLERANCE as TTA_TOLERANCE
 from snnkernels.study.stats import (
     Estimate,
     arm_at,
@@ -250,17 +253,45 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}" if 0.01 <= value < 1000 else f"{value:.2g}"
 
 
-def format_effect(row: dict) -> str:
-    """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for the throughput ratio;
-    the estimate alone with one pair, 'n/a' with none."""
-    effect, low, high = display_effect(row)
-    if _missing(effect):
+def format_interval(value: float, low: float, high: float, ratio: bool = False) -> str:
+    """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for a ratio; the value
+    alone without a CI, 'n/a' without a value."""
+    if _missing(value):
         return "n/a"
-    if row["endpoint"] == THROUGHPUT:
-        text = f"×{_ratio(effect)}"
-        return text if _missing(low) else f"{text} [{_ratio(low)}, {_ratio(high)}]"
-    text = f"{effect:+.3f}"
-    return text if _missing(low) else f"{text} [{low:+.3f}, {high:+.3f}]"
+    show = (lambda v: f"{_ratio(v)}") if ratio else (lambda v: f"{v:+.3f}")
+    text = f"×{show(value)}" if ratio else show(value)
+    return text if _missing(low) else f"{text} [{show(low)}, {show(high)}]"
+
+
+def format_effect(row: dict) -> str:
+    """A comparison's effect with its 95% CI (`format_interval`), the throughput as the ratio."""
+    return format_interval(*display_effect(row), ratio=row["endpoint"] == THROUGHPUT)
+
+
+def scale_tables(rows: list[dict]) -> list[tuple[str, str]]:
+    """(dataset, table) per dataset of `scale_summary.scale_rows`: a row per width × T × arm with
+    the training speedup over the twin [95% CI] and where it was measured, the time to
+    accuracy over the twin's [95% CI] (seeds that reached it / seeds), the robust-AUC
+    difference [95% CI] with its label."""
+    tables = []
+    for dataset in ordered(r["dataset"] for r in rows):
+        lines = []
+        for r in (r for r in rows if r["dataset"] == dataset):
+            tta = format_interval(r["tta_ratio"], r["tta_low"], r["tta_high"], ratio=True)
+            lines.append([
+                str(r["width"]), "—" if r["T"] is None else str(r["T"]), r["arm"],
+                format_interval(r["speedup"], r["speedup_low"], r["speedup_high"], ratio=True),
+                r["speedup_source"] or "—",
+                f"{tta} ({r['tta_reached']}/{r['tta_seeds']})" if r["tta_seeds"] else "n/a",
+                format_interval(r["auc_effect"], r["auc_low"], r["auc_high"]),
+                r["auc_label"] or "—"])
+        endpoint = next((r["auc_endpoint"] for r in rows if r["auc_endpoint"]), None)
+        auc = endpoint_label(endpoint) if endpoint else "robust AUC"
+        headers = ["width", "T", "arm", "speedup vs twin [95% CI]", "speedup from",
+                   "time to accuracy vs twin [95% CI] (reached)", f"{auc} − twin [95% CI]",
+                   "label"]
+        tables.append((dataset, markdown_table(headers, lines)))
+    return tables
 
 
 def verdict_table(rows: list[dict]) -> str:
@@ -412,10 +443,36 @@ def declared_plan(plan: AnalysisPlan) -> list[str]:
     return out + [""]
 
 
+def scale_section(cells: list[dict], plan: AnalysisPlan, timing: list[dict] | None,
+                  figure_names: list[str]) -> list[str]:
+    """The lines of the section across widths and T (empty for a run at one width and one T
+    without a timing phase): what the figure and tables show, the figure, a table per
+    dataset."""
+    rows = scale_rows(cells, plan, timing) if shows_scale(cells, timing) else []
+    if not rows:
+        return []
+    out = ["## Across widths and time steps", "",
+           "Per width × T, each sparse arm against its dense twin of the same width and T. "
+           "Speedup: training step time of the twin over the arm's; from the interleaved timing "
+           "phase (median of the per-round ratios, bootstrap 95% CI; throughput.json) where the "
+           "group was timed, else from the cells' own throughput (geometric mean ratio over "
+           "seeds, Student-t 95% CI). Time to accuracy: the arm's training wall clock until its "
+           "validation metric reaches the twin's best less "
+           f"{TTA_TOLERANCE:g}, over the twin's, geometric mean over the seeds that reached it. "
+           "Robust AUC: the primary comparison (mean paired difference over seeds, 95% CI, "
+           "label).", ""]
+    if SPEEDUP_VS_WIDTH in figure_names:
+        out += [f"![{os.path.splitext(SPEEDUP_VS_WIDTH)[0]}]({SPEEDUP_VS_WIDTH})", ""]
+    for dataset, table in scale_tables(rows):
+        out += [f"### {dataset}", "", table, ""]
+    return out
+
+
 def render_report(cells: list[dict], config: dict, environment: dict,
-                  figure_names: list[str]) -> str:
+                  figure_names: list[str], timing: list[dict] | None = None) -> str:
     """The report.md text; figure_names are file names relative to the report. The analysis
-    plan is config["analysis"] (defaults where absent)."""
+    plan is config["analysis"] (defaults where absent); timing: the rows of throughput.json,
+    if the run had a timing phase."""
     plan = AnalysisPlan.from_config(config)
     rows = summarize(cells)
     labelled = comparisons(cells, plan)
@@ -437,8 +494,11 @@ def render_report(cells: list[dict], config: dict, environment: dict,
     pooled_rows = pooled(labelled, plan)
     out += ["## Pooled across tables", "", f"Model: {plan.declaration()['pooled']}.", "",
             pooled_table(pooled_rows) if pooled_rows else "No sparse arm with a dense twin.", ""]
+    scale = scale_section(cells, plan, timing, figure_names)
+    out += scale
+    shown = [n for n in figure_names if not (scale and n == SPEEDUP_VS_WIDTH)]
     out += ["## Figures", ""]
-    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in figure_names] or ["(none)"]
+    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in shown] or ["(none)"]
     out += [
         "", "## Main table", "",
         "Mean ± 95% CI over seeds. Speedup: geometric mean ratio of train samples/s of the "
@@ -483,16 +543,23 @@ def render_report(cells: list[dict], config: dict, environment: dict,
 def write_report(cells: list[dict], out_dir: str, config: dict, environment: dict) -> str:
     """Write the figures (`write_figures`) and report.md into out_dir; return report.md's path.
 
-    report.md: the declared plan, the verdict table and sentences, the pooled summary, links to
-    the figures, the main table, robust-accuracy tables per dataset × norm, per-eps paired
+    report.md: the declared plan, the verdict table and sentences, the pooled summary, for a run
+    over several widths or T (or with a timing phase: <out_dir>/throughput.json) the speedup,
+    time-to-accuracy and robust-AUC table per dataset with its figure, links to the figures, the main table, robust-accuracy tables per dataset × norm, per-eps paired
     differences, the throughput table, sanity checks (with a plain warning per suspicious
     arm), config, environment.
     """
     from snnkernels.study.figures import write_figures  # here: figures imports this module
 
     os.makedirs(out_dir, exist_ok=True)
-    figures = write_figures(cells, out_dir, AnalysisPlan.from_config(config))
-    text = render_report(cells, config, environment, [os.path.basename(p) for p in figures])
+    timing_path = os.path.join(out_dir, TIMING_FILE)
+    timing = None
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+    figures = write_figures(cells, out_dir, AnalysisPlan.from_config(config), timing)
+    text = render_report(cells, config, environment, [os.path.basename(p) for p in figures],
+                         timing)
     path = os.path.join(out_dir, REPORT_MD)
     atomic_write_text(path, text)
     return path
