@@ -206,7 +206,7 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
     if not rows:
         return "(no finished cells)"
     eps_shown = main_table_eps(rows)
-    grid = is_grid(rows)
+    spans_grid = is_grid(rows)
     labelled: dict[tuple, list[dict]] = {}
     for row in comparisons(cells, plan):
         labelled.setdefault((row["dataset"], row["arm"], grid_point(row)), []).append(row)
@@ -215,7 +215,8 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
     headers += ["train samples/s", "speedup vs twin", "other endpoints vs twin"]
     table = []
     for r in rows:
-        line = [r["dataset"], arm_at(r, grid), str(len(r["seeds"])), format_estimate(r["clean"])]
+        line = [r["dataset"], arm_at(r, spans_grid), str(len(r["seeds"])),
+                format_estimate(r["clean"])]
         for eps in eps_shown:
             e = r["robust"].get(point_key("linf", eps))
             line.append(format_estimate(e) if e else "n/a")
@@ -232,7 +233,7 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
 def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(dataset, norm, table) per dataset × norm: arms × (clean, each eps), mean ± 95% CI."""
     tables = []
-    grid = is_grid(rows)
+    spans_grid = is_grid(rows)
     for dataset in ordered(r["dataset"] for r in rows):
         dataset_rows = [r for r in rows if r["dataset"] == dataset]
         for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
@@ -241,7 +242,7 @@ def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
             table = []
             for r in dataset_rows:
                 cells = [r["robust"].get((norm, eps)) for eps in grid]
-                table.append([arm_at(r, grid), format_estimate(r["clean"])]
+                table.append([arm_at(r, spans_grid), format_estimate(r["clean"])]
                              + [format_estimate(e) if e else "n/a" for e in cells])
             tables.append((dataset, norm, markdown_table(headers, table)))
     return tables
@@ -299,10 +300,11 @@ def verdict_table(rows: list[dict]) -> str:
     headers = ["dataset", "arm", "endpoint", "label", "effect [95% CI]", "pairs",
                "Holm p (difference)", "Holm p (equivalence)", "q BH (difference)",
                "q BH (equivalence)", "why"]
-    grid = is_grid(rows)
-    table = [[r["dataset"], arm_at(r, grid), r["endpoint_label"], r["label"], format_effect(r),
-              str(r["n"]), format_p(r["holm_difference"]), format_p(r["holm_equivalence"]),
-              format_p(r["q_difference"]), format_p(r["q_equivalence"]), r["reason"]]
+    spans_grid = is_grid(rows)
+    table = [[r["dataset"], arm_at(r, spans_grid), r["endpoint_label"], r["label"],
+              format_effect(r), str(r["n"]), format_p(r["holm_difference"]),
+              format_p(r["holm_equivalence"]), format_p(r["q_difference"]),
+              format_p(r["q_equivalence"]), r["reason"]]
              for r in rows]
     return markdown_table(headers, table)
 
@@ -310,11 +312,11 @@ def verdict_table(rows: list[dict]) -> str:
 def pooled_table(pooled_rows: list[dict]) -> str:
     headers = ["arm", "endpoint", "pooled effect [95% CI]", "tables", "left out", "τ²"]
     table = []
-    grid = is_grid(pooled_rows)
+    spans_grid = is_grid(pooled_rows)
     for r in pooled_rows:
         line = {"endpoint": r["endpoint"], "effect": r["effect"], "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"]}
-        table.append([arm_at(r, grid), r["endpoint_label"], format_effect(line),
+        table.append([arm_at(r, spans_grid), r["endpoint_label"], format_effect(line),
                       str(len(r["tables"])), ", ".join(r["tables_left_out"]) or "—",
                       format_number(r["tau2"], 4)])
     return markdown_table(headers, table)
@@ -324,11 +326,11 @@ def paired_table(paired_rows: list[dict]) -> str:
     headers = ["dataset", "arm", "twin", "point", "sparse", "twin mean",
                "difference ± 95% CI", "pairs"]
     table = []
-    grid = is_grid(paired_rows)
+    spans_grid = is_grid(paired_rows)
     for r in paired_rows:
         difference = Estimate(r["mean_difference"], r["ci_half_width"], r["n_pairs"])
         table.append([
-            r["dataset"], arm_at(r, grid), r["twin"], r["label"],
+            r["dataset"], arm_at(r, spans_grid), r["twin"], r["label"],
             format_number(r["sparse_mean"]), format_number(r["twin_mean"]),
             format_estimate(difference), str(r["n_pairs"]),
         ])
@@ -340,10 +342,10 @@ def throughput_table(rows: list[dict]) -> str:
                "backward share", "activation bytes/step", "peak memory", "spike rate",
                "epochs", "cell seconds"]
     table = []
-    grid = is_grid(rows)
+    spans_grid = is_grid(rows)
     for r in rows:
         table.append([
-            r["dataset"], arm_at(r, grid), str(r["family"]), format_number(r["density"].mean),
+            r["dataset"], arm_at(r, spans_grid), str(r["family"]), format_number(r["density"].mean),
             format_estimate(r["train_samples_per_s"], 1),
             format_estimate(r["infer_samples_per_s"], 1),
             format_estimate(r["backward_share"]),
@@ -416,7 +418,8 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
                         f"at {norm_label(norm)} ε={eps:g}")
         if suspicions:
             warnings.append(
-                f"{SUSPICION} {arm_at(r, spans_grid)} on {r['dataset']}: " + "; ".join(suspicions) + ".")
+                f"{SUSPICION} {arm_at(r, spans_grid)} on {r['dataset']}: "
+                + "; ".join(suspicions) + ".")
     return markdown_table(headers, table), warnings
 
 
@@ -545,8 +548,9 @@ def write_report(cells: list[dict], out_dir: str, config: dict, environment: dic
 
     report.md: the declared plan, the verdict table and sentences, the pooled summary, for a run
     over several widths or T (or with a timing phase: <out_dir>/throughput.json) the speedup,
-    time-to-accuracy and robust-AUC table per dataset with its figure, links to the figures, the main table, robust-accuracy tables per dataset × norm, per-eps paired
-    differences, the throughput table, sanity checks (with a plain warning per suspicious
+    time-to-accuracy and robust-AUC table per dataset with its figure, links to the figures, the
+    main table, robust-accuracy tables per dataset × norm, per-eps paired differences, the
+    throughput table, sanity checks (with a plain warning per suspicious
     arm), config, environment.
     """
     from snnkernels.study.figures import write_figures  # here: figures imports this module

@@ -148,12 +148,13 @@ def _groups(cells: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def summarize(cells: list[dict], confidence: float = 0.95) -> list[dict]:
-    """One row per dataset × arm × grid point, every measured quantity as an `Estimate` over seeds.
+    """One row per dataset × arm × grid point, every measured quantity as an `Estimate` over
+    seeds.
 
-    Keys: dataset, arm, hidden, T (the grid point), family, twin, metric, seeds (sorted list), density, epochs, seconds,
-    clean, robust ({(norm, eps): Estimate}), train_samples_per_s, infer_samples_per_s,
-    backward_share, activation_bytes, peak_memory_bytes (n = 0 on CPU), spike_rate (mean over
-    the spiking layers of a cell, then over seeds; n = 0 for the MLP).
+    Keys: dataset, arm, hidden, T (the grid point), family, twin, metric, seeds (sorted list),
+    density, epochs, seconds, clean, robust ({(norm, eps): Estimate}), train_samples_per_s,
+    infer_samples_per_s, backward_share, activation_bytes, peak_memory_bytes (n = 0 on CPU),
+    spike_rate (mean over the spiking layers of a cell, then over seeds; n = 0 for the MLP).
     """
     rows = []
     for (dataset, arm, (hidden, T)), group in _groups(cells).items():
@@ -335,11 +336,12 @@ def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dic
     """Every primary comparison of the run, labelled: one row per dataset × sparse arm × endpoint.
 
     Endpoints are those of `endpoints.endpoint_values` found in the sparse arm's cells. Rows:
-    dataset, arm, hidden, T (the grid point of the arm and its twin), twin, family, density, metric, endpoint, endpoint_label, n (paired seeds),
-    sparse_mean, twin_mean (endpoint values, throughput as samples/s: geometric mean), effect,
-    ci_low, ci_high, margin_low, margin_high (test units: accuracy difference, or log ratio for
-    throughput), p_difference, p_equivalence (unadjusted), holm_difference, holm_equivalence,
-    q_difference, q_equivalence (over the family: every test of every row), label, reason.
+    dataset, arm, hidden, T (the grid point of the arm and its twin), twin, family, density,
+    metric, endpoint, endpoint_label, n (paired seeds), sparse_mean, twin_mean (endpoint values,
+    throughput as samples/s: geometric mean), effect, ci_low, ci_high, margin_low, margin_high
+    (test units: accuracy difference, or log ratio for throughput), p_difference,
+    p_equivalence (unadjusted), holm_difference, holm_equivalence, q_difference, q_equivalence
+    (over the family: every test of every row), label, reason.
     """
     plan = _plan(plan)
     rows, tests = [], []
