@@ -14,30 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from snnkernels import cli
 from snnkernels.study import config as C
 from snnkernels.study import runner
-from snnkernels.study.arms import ModelConfig
-from snnkernels.study.attacks import AttackConfig
 from snnkernels.study.train import TrainConfig
-
-TINY = dataclasses.replace(
-    C.PRESETS["quick"], datasets=("iris",), arms=("dense_fast_sigmoid", "mlp", "topk_25"),
-    seeds=(0,), model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",),
-                        pgd_steps=2, pgd_restarts=1, max_examples=20, surrogates=(),
-                        linearized=False),
-    max_rows=None)
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    monkeypatch.setitem(C.PRESETS, "quick", TINY)
-
-
-def study(*args) -> int:
-    return cli.main(["study", "--preset", "quick", "--no-progress", *args])
-
+from tiny_study import TINY, study
 
 def cell_files(out):
     return sorted(p.name for p in (out / "cells").iterdir())

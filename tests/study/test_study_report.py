@@ -19,6 +19,7 @@ import pytest
 
 from snnkernels.study import atomic, report, stats
 from snnkernels.study.figures import write_figures
+from scale_table_checks import SECTION, check_scale_table, markdown_rows
 
 LINF_GRID = [0.05, 0.1, 0.2, 0.5, 1.0]
 L2_GRID = [0.25, 0.5, 1.0, 2.0]
@@ -373,18 +374,6 @@ def timing_rows(widths=(128, 512), steps=(10, 25)):
     return rows
 
 
-def markdown_rows(text: str, heading: str) -> list[list[str]]:
-    """The body rows of the first table after `heading`, cells stripped."""
-    lines = text[text.index(heading):].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    table = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        table.append([c.strip() for c in line.strip("|").split("|")])
-    return table
-
-
 def test_grid_cells_are_compared_per_width_and_t():
     cells = grid_cells()
     rows = {(r["arm"], r["hidden"], r["T"], r["endpoint"]): r for r in stats.comparisons(cells)}
@@ -399,46 +388,20 @@ def test_grid_cells_are_compared_per_width_and_t():
 
 
 def test_scale_table_rows_match_the_records(tmp_path):
-    from snnkernels.study.endpoints import robust_auc
-    from snnkernels.study.time_to_accuracy import time_to_accuracy
-
     cells, timing = grid_cells(), timing_rows()
     (tmp_path / "throughput.json").write_text(json.dumps(timing))
     text = Path(report.write_report(cells, tmp_path, {}, {})).read_text()
     assert "![speedup_vs_width](speedup_vs_width.png)" in text
     assert (tmp_path / "speedup_vs_width.png").read_bytes().startswith(PNG_MAGIC)
-    table = markdown_rows(text, "## Across widths and time steps")
-    shown = {(int(w), int(T), arm): rest for w, T, arm, *rest in table}
-    assert [(w, T) for w, T, _ in shown] == sorted((w, T) for w, T, _ in shown)  # grouped
-    assert set(shown) == {(t["hidden"][0], t["T"], t["arm"]) for t in timing}
-    for t in timing:
-        speedup, source, *_ = shown[(t["hidden"][0], t["T"], t["arm"])]
-        low, high = t["speedup_ci"]
-        assert speedup == f"×{t['speedup']:.2f} [{low:.2f}, {high:.2f}]"
-        assert source == "interleaved"
-    by_key = {(c["arm"], c["hidden"][0], c["T"], c["seed"]): c for c in cells}
-    ttas = time_to_accuracy(cells)
-    for (w, T, arm), (_, _, tta, auc, label) in shown.items():
-        if arm.endswith("lif_constant"):  # timed only: no cells of its own
-            assert (tta, auc, label) == ("n/a", "n/a", "—")
-            continue
-        # the AUC difference, paired by seed at the same width and T, computed from the records
-        differences = [robust_auc(by_key[(arm, w, T, s)], "linf")
-                       - robust_auc(by_key[("dense_fast_sigmoid", w, T, s)], "linf")
-                       for s in (0, 1, 2)]
-        mean, half = stats.mean_ci(differences)
-        assert auc == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
-        assert label == ("better" if (arm, w) == ("topk_1", 512) else label)
-        ratios = [r["seconds"] / r["twin_seconds"] for r in ttas
-                  if (r["arm"], r["hidden"][0], r["T"]) == (arm, w, T)]
-        geometric = math.exp(np.mean(np.log(ratios)))
-        assert tta.startswith(f"×{geometric:.2f} [") and tta.endswith("(3/3)")
-    assert shown[(512, 10, "topk_1")][3] != shown[(128, 10, "topk_1")][3]
+    shown = check_scale_table(text, cells, timing)
+    assert len(shown) == 2 * 2 * 3  # per width and T: topk_1, topk_25 and the twin as trained
+    assert shown[(512, 10, "topk_1")][4] == "better"  # planted at the widest width only
+    assert shown[(128, 10, "topk_1")][4] != "better"
 
 
 def test_scale_section_falls_back_to_the_cells_throughput_without_a_timing_phase(tmp_path):
     text = Path(report.write_report(grid_cells(), tmp_path, {}, {})).read_text()
-    table = markdown_rows(text, "## Across widths and time steps")
+    table = markdown_rows(text, SECTION)
     assert {row[4] for row in table} == {"per cell"}
     assert len(table) == 2 * 2 * 2  # no timed-only rows
     assert (tmp_path / "speedup_vs_width.png").exists()
@@ -456,4 +419,4 @@ def test_one_width_and_one_t_leave_the_report_unchanged(tmp_path):
     figures = [os.path.basename(n) for n in names]
     assert (report.render_report(cells, {}, {}, figures)
             == report.render_report(before, {}, {}, figures))
-    assert "## Across widths" not in report.render_report(cells, {}, {}, figures)
+    assert SECTION not in report.render_report(cells, {}, {}, figures)
