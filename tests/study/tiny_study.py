@@ -25,3 +25,12 @@ TINY = dataclasses.replace(
 def study(*args) -> int:
     """`snnkernels study` on the quick preset (TINY under the `tiny` fixture), no progress bars."""
     return cli.main(["study", "--preset", "quick", "--no-progress", *args])
+
+
+def refused(capsys, *args) -> str:
+    """Run `study(*args)`, assert that it is refused (exit 2) with one line on stderr and no
+    traceback, and return that line."""
+    assert study(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
