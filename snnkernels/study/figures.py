@@ -24,8 +24,11 @@ from snnkernels.study.scale_summary import SPEEDUP_VS_WIDTH, TIMING, scale_rows,
 from snnkernels.study.stats import (
     LABELS,
     Estimate,
+    arm_at,
     comparisons,
     display_effect,
+    grid_point,
+    is_grid,
     ordered,
     pooled,
     shared_endpoint_label,
@@ -85,6 +88,7 @@ def _panels(count: int, panel_size=(4.8, 3.8)):
 
 def _robust_vs_eps(rows: list[dict], dataset: str, norm: str, path: str) -> str:
     figure, (axes,) = _panels(1, (6.4, 4.4))
+    spans_grid = is_grid(rows)
     for row in rows:
         points = sorted((eps, e) for (n, eps), e in row["robust"].items() if n == norm)
         if not points:
@@ -95,7 +99,7 @@ def _robust_vs_eps(rows: list[dict], dataset: str, norm: str, path: str) -> str:
         line, marker = _style(row["family"])
         means = [e.mean for e in estimates]
         (drawn,) = axes.plot(eps_values, means, linestyle=line, marker=marker, markersize=4,
-                             label=row["arm"])
+                             label=arm_at(row, spans_grid))
         axes.fill_between(eps_values, [m - _bar(e) for m, e in zip(means, estimates)],
                           [m + _bar(e) for m, e in zip(means, estimates)],
                           color=drawn.get_color(), alpha=0.15, linewidth=0)
@@ -120,13 +124,15 @@ def _forest(labelled: list[dict], pooled_rows: list[dict], path: str) -> str:
     heights = [len([r for r in labelled if r["endpoint"] == e])
                + len([p for p in pooled_rows if p["endpoint"] == e]) for e in endpoints]
     figure, panels = _panels(len(endpoints), (5.2, 0.9 + 0.28 * max(heights, default=1)))
+    spans_grid = is_grid(labelled)
     for axes, endpoint in zip(panels, endpoints):
         rows = [r for r in labelled if r["endpoint"] == endpoint]
-        entries = [(f"{r['dataset']} {r['arm']}", display_effect(r), LABEL_COLOURS[r["label"]],
-                    "o") for r in rows]
+        entries = [(f"{r['dataset']} {arm_at(r, spans_grid)}", display_effect(r),
+                    LABEL_COLOURS[r["label"]], "o") for r in rows]
         for p in pooled_rows:
             if p["endpoint"] == endpoint:
-                entries.append((f"pooled {p['arm']}", display_effect(p), "black", "D"))
+                entries.append((f"pooled {arm_at(p, spans_grid)}", display_effect(p), "black",
+                                "D"))
         for y, (_, (effect, low, high), colour, marker) in enumerate(reversed(entries)):
             if math.isnan(effect):
                 continue
@@ -161,14 +167,16 @@ def _forest(labelled: list[dict], pooled_rows: list[dict], path: str) -> str:
 def _throughput_vs_density(rows: list[dict], path: str) -> str:
     datasets = ordered(r["dataset"] for r in rows)
     figure, panels = _panels(len(datasets))
+    spans_grid = is_grid(rows)
     for axes, dataset in zip(panels, datasets):
         dataset_rows = [r for r in rows if r["dataset"] == dataset]
-        by_arm = {r["arm"]: r for r in dataset_rows}
+        by_arm = {(r["arm"], grid_point(r)): r for r in dataset_rows}
         sparse = [r for r in dataset_rows if r["twin"] and not math.isnan(r["density"].mean)]
-        for twin in ordered(r["twin"] for r in sparse):
+        for twin in ordered((r["twin"], grid_point(r)) for r in sparse):
             if twin in by_arm:
                 speed = by_arm[twin]["train_samples_per_s"]
-                axes.axhline(speed.mean, color="black", linewidth=1, label=f"{twin} (dense twin)")
+                axes.axhline(speed.mean, color="black", linewidth=1,
+                             label=f"{arm_at(by_arm[twin], spans_grid)} (dense twin)")
                 if _bar(speed):
                     axes.axhspan(speed.mean - speed.half_width, speed.mean + speed.half_width,
                                  color="black", alpha=0.1)
@@ -182,7 +190,7 @@ def _throughput_vs_density(rows: list[dict], path: str) -> str:
                 marker=marker,
                 linestyle="none",
                 capsize=3,
-                label=row["arm"],
+                label=arm_at(row, spans_grid),
             )
         if sparse:
             axes.set_xscale("log")
@@ -212,6 +220,7 @@ def mid_point(row_points: list[tuple[str, float]]) -> tuple[str, float] | None:
 def _robust_vs_throughput(rows: list[dict], path: str) -> str:
     datasets = ordered(r["dataset"] for r in rows)
     figure, panels = _panels(len(datasets))
+    spans_grid = is_grid(rows)
     for axes, dataset in zip(panels, datasets):
         dataset_rows = [r for r in rows if r["dataset"] == dataset]
         point = mid_point(ordered(p for r in dataset_rows for p in r["robust"]))
@@ -228,7 +237,8 @@ def _robust_vs_throughput(rows: list[dict], path: str) -> str:
                 continue
             _, marker = _style(row["family"])
             axes.errorbar(speed.mean, robust.mean, xerr=_bar(speed), yerr=_bar(robust),
-                          marker=marker, linestyle="none", capsize=3, label=row["arm"])
+                          marker=marker, linestyle="none", capsize=3,
+                          label=arm_at(row, spans_grid))
             speeds.append(speed.mean)
         if speeds and min(speeds) > 0 and max(speeds) > 10 * min(speeds):
             axes.set_xscale("log")  # only across an order of magnitude: log ticks are unreadable

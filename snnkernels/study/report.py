@@ -259,7 +259,7 @@ def format_interval(value: float, low: float, high: float, ratio: bool = False) 
     alone without a CI, 'n/a' without a value."""
     if _missing(value):
         return "n/a"
-    show = (lambda v: f"{_ratio(v)}") if ratio else (lambda v: f"{v:+.3f}")
+    show = _ratio if ratio else (lambda v: f"{v:+.3f}")
     text = f"×{show(value)}" if ratio else show(value)
     return text if _missing(low) else f"{text} [{show(low)}, {show(high)}]"
 
@@ -276,8 +276,8 @@ def scale_tables(rows: list[dict]) -> list[tuple[str, str]]:
     difference [95% CI] with its label."""
     tables = []
     for dataset in ordered(r["dataset"] for r in rows):
-        lines = []
-        for r in (r for r in rows if r["dataset"] == dataset):
+        lines, dataset_rows = [], [r for r in rows if r["dataset"] == dataset]
+        for r in dataset_rows:
             tta = format_interval(r["tta_ratio"], r["tta_low"], r["tta_high"], ratio=True)
             lines.append([
                 str(r["width"]), "—" if r["T"] is None else str(r["T"]), r["arm"],
@@ -286,7 +286,7 @@ def scale_tables(rows: list[dict]) -> list[tuple[str, str]]:
                 f"{tta} ({r['tta_reached']}/{r['tta_seeds']})" if r["tta_seeds"] else "n/a",
                 format_interval(r["auc_effect"], r["auc_low"], r["auc_high"]),
                 r["auc_label"] or "—"])
-        endpoint = next((r["auc_endpoint"] for r in rows if r["auc_endpoint"]), None)
+        endpoint = next((r["auc_endpoint"] for r in dataset_rows if r["auc_endpoint"]), None)
         auc = endpoint_label(endpoint) if endpoint else "robust AUC"
         headers = ["width", "T", "arm", "speedup vs twin [95% CI]", "speedup from",
                    "time to accuracy vs twin [95% CI] (reached)", f"{auc} − twin [95% CI]",

@@ -8,8 +8,8 @@ speedup_vs_width.png.
   (geometric mean ratio over seeds, Student-t 95% CI); `speedup_source` says which.
 - time to accuracy: the arm's seconds over the twin's (time_to_accuracy.py) per seed, as a
   geometric mean over the seeds where the arm reached the target, with its 95% CI.
-- robust AUC: the primary comparison of the robust-AUC endpoint, L∞ when the run has it (the
-  norm whose budget every tabular threat model bounds), else the first norm recorded.
+- robust AUC: the primary comparison of the robust-AUC endpoint of one norm, L∞ when the run
+  has it (the norm of the adversarial-training reference), else the first norm recorded.
 """
 
 from __future__ import annotations
