@@ -20,12 +20,18 @@ import math
 import os
 
 from snnkernels.study.atomic import write_text as atomic_write_text
-from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, norm_label
+from snnkernels.study.endpoints import THROUGHPUT, AnalysisPlan, endpoint_label, norm_label
 from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
+from snnkernels.study.scale_summary import SPEEDUP_VS_WIDTH, scale_rows, shows_scale
+from snnkernels.study.throughput import TIMING_FILE
+from snnkernels.study.time_to_accuracy import TOLERANCE as TTA_TOLERANCE
 from snnkernels.study.stats import (
     Estimate,
+    arm_at,
     comparisons,
     display_effect,
+    grid_point,
+    is_grid,
     mean_spike_rate,
     ordered,
     paired,
@@ -200,20 +206,22 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
     if not rows:
         return "(no finished cells)"
     eps_shown = main_table_eps(rows)
-    labelled: dict[tuple[str, str], list[dict]] = {}
+    spans_grid = is_grid(rows)
+    labelled: dict[tuple, list[dict]] = {}
     for row in comparisons(cells, plan):
-        labelled.setdefault((row["dataset"], row["arm"]), []).append(row)
+        labelled.setdefault((row["dataset"], row["arm"], grid_point(row)), []).append(row)
     headers = ["dataset", "arm", "seeds", "clean"]
     headers += [f"robust L∞ ε={eps:g}" for eps in eps_shown]
     headers += ["train samples/s", "speedup vs twin", "other endpoints vs twin"]
     table = []
     for r in rows:
-        line = [r["dataset"], r["arm"], str(len(r["seeds"])), format_estimate(r["clean"])]
+        line = [r["dataset"], arm_at(r, spans_grid), str(len(r["seeds"])),
+                format_estimate(r["clean"])]
         for eps in eps_shown:
             e = r["robust"].get(point_key("linf", eps))
             line.append(format_estimate(e) if e else "n/a")
         line.append(format_estimate(r["train_samples_per_s"]))
-        arm_rows = labelled.get((r["dataset"], r["arm"]), [])
+        arm_rows = labelled.get((r["dataset"], r["arm"], grid_point(r)), [])
         line.append(_format_speedup(next((c for c in arm_rows if c["endpoint"] == THROUGHPUT),
                                          None)))
         line.append("; ".join(f"{c['endpoint_label']}: {c['label']}" for c in arm_rows
@@ -225,6 +233,7 @@ def main_table(cells: list[dict], plan: AnalysisPlan | None = None) -> str:
 def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(dataset, norm, table) per dataset × norm: arms × (clean, each eps), mean ± 95% CI."""
     tables = []
+    spans_grid = is_grid(rows)
     for dataset in ordered(r["dataset"] for r in rows):
         dataset_rows = [r for r in rows if r["dataset"] == dataset]
         for norm in ordered(n for r in dataset_rows for n, _ in r["robust"]):
@@ -233,7 +242,7 @@ def robust_tables(rows: list[dict]) -> list[tuple[str, str, str]]:
             table = []
             for r in dataset_rows:
                 cells = [r["robust"].get((norm, eps)) for eps in grid]
-                table.append([r["arm"], format_estimate(r["clean"])]
+                table.append([arm_at(r, spans_grid), format_estimate(r["clean"])]
                              + [format_estimate(e) if e else "n/a" for e in cells])
             tables.append((dataset, norm, markdown_table(headers, table)))
     return tables
@@ -245,17 +254,45 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}" if 0.01 <= value < 1000 else f"{value:.2g}"
 
 
-def format_effect(row: dict) -> str:
-    """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for the throughput ratio;
-    the estimate alone with one pair, 'n/a' with none."""
-    effect, low, high = display_effect(row)
-    if _missing(effect):
+def format_interval(value: float, low: float, high: float, ratio: bool = False) -> str:
+    """'+0.012 [-0.004, +0.028]' for a difference, '×1.52 [1.40, 1.65]' for a ratio; the value
+    alone without a CI, 'n/a' without a value."""
+    if _missing(value):
         return "n/a"
-    if row["endpoint"] == THROUGHPUT:
-        text = f"×{_ratio(effect)}"
-        return text if _missing(low) else f"{text} [{_ratio(low)}, {_ratio(high)}]"
-    text = f"{effect:+.3f}"
-    return text if _missing(low) else f"{text} [{low:+.3f}, {high:+.3f}]"
+    show = _ratio if ratio else (lambda v: f"{v:+.3f}")
+    text = f"×{show(value)}" if ratio else show(value)
+    return text if _missing(low) else f"{text} [{show(low)}, {show(high)}]"
+
+
+def format_effect(row: dict) -> str:
+    """A comparison's effect with its 95% CI (`format_interval`), the throughput as the ratio."""
+    return format_interval(*display_effect(row), ratio=row["endpoint"] == THROUGHPUT)
+
+
+def scale_tables(rows: list[dict]) -> list[tuple[str, str]]:
+    """(dataset, table) per dataset of `scale_summary.scale_rows`: a row per width × T × arm with
+    the training speedup over the twin [95% CI] and where it was measured, the time to
+    accuracy over the twin's [95% CI] (seeds that reached it / seeds), the robust-AUC
+    difference [95% CI] with its label."""
+    tables = []
+    for dataset in ordered(r["dataset"] for r in rows):
+        lines, dataset_rows = [], [r for r in rows if r["dataset"] == dataset]
+        for r in dataset_rows:
+            tta = format_interval(r["tta_ratio"], r["tta_low"], r["tta_high"], ratio=True)
+            lines.append([
+                str(r["width"]), "—" if r["T"] is None else str(r["T"]), r["arm"],
+                format_interval(r["speedup"], r["speedup_low"], r["speedup_high"], ratio=True),
+                r["speedup_source"] or "—",
+                f"{tta} ({r['tta_reached']}/{r['tta_seeds']})" if r["tta_seeds"] else "n/a",
+                format_interval(r["auc_effect"], r["auc_low"], r["auc_high"]),
+                r["auc_label"] or "—"])
+        endpoint = next((r["auc_endpoint"] for r in dataset_rows if r["auc_endpoint"]), None)
+        auc = endpoint_label(endpoint) if endpoint else "robust AUC"
+        headers = ["width", "T", "arm", "speedup vs twin [95% CI]", "speedup from",
+                   "time to accuracy vs twin [95% CI] (reached)", f"{auc} − twin [95% CI]",
+                   "label"]
+        tables.append((dataset, markdown_table(headers, lines)))
+    return tables
 
 
 def verdict_table(rows: list[dict]) -> str:
@@ -263,9 +300,11 @@ def verdict_table(rows: list[dict]) -> str:
     headers = ["dataset", "arm", "endpoint", "label", "effect [95% CI]", "pairs",
                "Holm p (difference)", "Holm p (equivalence)", "q BH (difference)",
                "q BH (equivalence)", "why"]
-    table = [[r["dataset"], r["arm"], r["endpoint_label"], r["label"], format_effect(r),
-              str(r["n"]), format_p(r["holm_difference"]), format_p(r["holm_equivalence"]),
-              format_p(r["q_difference"]), format_p(r["q_equivalence"]), r["reason"]]
+    spans_grid = is_grid(rows)
+    table = [[r["dataset"], arm_at(r, spans_grid), r["endpoint_label"], r["label"],
+              format_effect(r), str(r["n"]), format_p(r["holm_difference"]),
+              format_p(r["holm_equivalence"]), format_p(r["q_difference"]),
+              format_p(r["q_equivalence"]), r["reason"]]
              for r in rows]
     return markdown_table(headers, table)
 
@@ -273,10 +312,11 @@ def verdict_table(rows: list[dict]) -> str:
 def pooled_table(pooled_rows: list[dict]) -> str:
     headers = ["arm", "endpoint", "pooled effect [95% CI]", "tables", "left out", "τ²"]
     table = []
+    spans_grid = is_grid(pooled_rows)
     for r in pooled_rows:
         line = {"endpoint": r["endpoint"], "effect": r["effect"], "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"]}
-        table.append([r["arm"], r["endpoint_label"], format_effect(line),
+        table.append([arm_at(r, spans_grid), r["endpoint_label"], format_effect(line),
                       str(len(r["tables"])), ", ".join(r["tables_left_out"]) or "—",
                       format_number(r["tau2"], 4)])
     return markdown_table(headers, table)
@@ -286,10 +326,11 @@ def paired_table(paired_rows: list[dict]) -> str:
     headers = ["dataset", "arm", "twin", "point", "sparse", "twin mean",
                "difference ± 95% CI", "pairs"]
     table = []
+    spans_grid = is_grid(paired_rows)
     for r in paired_rows:
         difference = Estimate(r["mean_difference"], r["ci_half_width"], r["n_pairs"])
         table.append([
-            r["dataset"], r["arm"], r["twin"], r["label"],
+            r["dataset"], arm_at(r, spans_grid), r["twin"], r["label"],
             format_number(r["sparse_mean"]), format_number(r["twin_mean"]),
             format_estimate(difference), str(r["n_pairs"]),
         ])
@@ -301,9 +342,10 @@ def throughput_table(rows: list[dict]) -> str:
                "backward share", "activation bytes/step", "peak memory", "spike rate",
                "epochs", "cell seconds"]
     table = []
+    spans_grid = is_grid(rows)
     for r in rows:
         table.append([
-            r["dataset"], r["arm"], str(r["family"]), format_number(r["density"].mean),
+            r["dataset"], arm_at(r, spans_grid), str(r["family"]), format_number(r["density"].mean),
             format_estimate(r["train_samples_per_s"], 1),
             format_estimate(r["infer_samples_per_s"], 1),
             format_estimate(r["backward_share"]),
@@ -344,6 +386,7 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
     """
     rows = summarize(cells)
     unique = unique_cells(cells)
+    spans_grid = is_grid(rows)
     headers = ["dataset", "arm", "norm", "largest ε", "robust at largest ε", "status"]
     table, warnings = [], []
     for r in rows:
@@ -352,7 +395,7 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
             grid = sorted(eps for n, eps in r["robust"] if n == norm)
             largest = r["robust"][(norm, grid[-1])]
             high = not _missing(largest.mean) and largest.mean > SANITY_MAX_ROBUST_AT_LARGEST_EPS
-            table.append([r["dataset"], r["arm"], norm_label(norm), f"{grid[-1]:g}",
+            table.append([r["dataset"], arm_at(r, spans_grid), norm_label(norm), f"{grid[-1]:g}",
                           format_estimate(largest), "WARNING" if high else "ok"])
             if high:
                 suspicions.append(
@@ -365,7 +408,8 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
                     suspicions.append(
                         f"robust accuracy rises from {acc_a:.3f} at {norm_label(norm)} "
                         f"ε={eps_a:g} to {acc_b:.3f} at ε={eps_b:g}")
-            arm_cells = [c for c in unique if (c["dataset"], c["arm"]) == (r["dataset"], r["arm"])]
+            arm_cells = [c for c in unique if (c["dataset"], c["arm"], grid_point(c))
+                         == (r["dataset"], r["arm"], (r["hidden"], r["T"]))]
             for eps in grid:
                 gap = _mean(_attack_gap(c, norm, eps) for c in arm_cells)
                 if not _missing(gap) and gap > SANITY_MARGIN:
@@ -374,7 +418,8 @@ def sanity_checks(cells: list[dict]) -> tuple[str, list[str]]:
                         f"at {norm_label(norm)} ε={eps:g}")
         if suspicions:
             warnings.append(
-                f"{SUSPICION} {r['arm']} on {r['dataset']}: " + "; ".join(suspicions) + ".")
+                f"{SUSPICION} {arm_at(r, spans_grid)} on {r['dataset']}: "
+                + "; ".join(suspicions) + ".")
     return markdown_table(headers, table), warnings
 
 
@@ -401,10 +446,36 @@ def declared_plan(plan: AnalysisPlan) -> list[str]:
     return out + [""]
 
 
+def scale_section(cells: list[dict], plan: AnalysisPlan, timing: list[dict] | None,
+                  figure_names: list[str]) -> list[str]:
+    """The lines of the section across widths and T (empty for a run at one width and one T
+    without a timing phase): what the figure and tables show, the figure, a table per
+    dataset."""
+    rows = scale_rows(cells, plan, timing) if shows_scale(cells, timing) else []
+    if not rows:
+        return []
+    out = ["## Across widths and time steps", "",
+           "Per width × T, each sparse arm against its dense twin of the same width and T. "
+           "Speedup: training step time of the twin over the arm's; from the interleaved timing "
+           "phase (median of the per-round ratios, bootstrap 95% CI; throughput.json) where the "
+           "group was timed, else from the cells' own throughput (geometric mean ratio over "
+           "seeds, Student-t 95% CI). Time to accuracy: the arm's training wall clock until its "
+           "validation metric reaches the twin's best less "
+           f"{TTA_TOLERANCE:g}, over the twin's, geometric mean over the seeds that reached it. "
+           "Robust AUC: the primary comparison (mean paired difference over seeds, 95% CI, "
+           "label).", ""]
+    if SPEEDUP_VS_WIDTH in figure_names:
+        out += [f"![{os.path.splitext(SPEEDUP_VS_WIDTH)[0]}]({SPEEDUP_VS_WIDTH})", ""]
+    for dataset, table in scale_tables(rows):
+        out += [f"### {dataset}", "", table, ""]
+    return out
+
+
 def render_report(cells: list[dict], config: dict, environment: dict,
-                  figure_names: list[str]) -> str:
+                  figure_names: list[str], timing: list[dict] | None = None) -> str:
     """The report.md text; figure_names are file names relative to the report. The analysis
-    plan is config["analysis"] (defaults where absent)."""
+    plan is config["analysis"] (defaults where absent); timing: the rows of throughput.json,
+    if the run had a timing phase."""
     plan = AnalysisPlan.from_config(config)
     rows = summarize(cells)
     labelled = comparisons(cells, plan)
@@ -426,8 +497,11 @@ def render_report(cells: list[dict], config: dict, environment: dict,
     pooled_rows = pooled(labelled, plan)
     out += ["## Pooled across tables", "", f"Model: {plan.declaration()['pooled']}.", "",
             pooled_table(pooled_rows) if pooled_rows else "No sparse arm with a dense twin.", ""]
+    scale = scale_section(cells, plan, timing, figure_names)
+    out += scale
+    shown = [n for n in figure_names if not (scale and n == SPEEDUP_VS_WIDTH)]
     out += ["## Figures", ""]
-    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in figure_names] or ["(none)"]
+    out += [f"![{os.path.splitext(name)[0]}]({name})" for name in shown] or ["(none)"]
     out += [
         "", "## Main table", "",
         "Mean ± 95% CI over seeds. Speedup: geometric mean ratio of train samples/s of the "
@@ -472,16 +546,24 @@ def render_report(cells: list[dict], config: dict, environment: dict,
 def write_report(cells: list[dict], out_dir: str, config: dict, environment: dict) -> str:
     """Write the figures (`write_figures`) and report.md into out_dir; return report.md's path.
 
-    report.md: the declared plan, the verdict table and sentences, the pooled summary, links to
-    the figures, the main table, robust-accuracy tables per dataset × norm, per-eps paired
-    differences, the throughput table, sanity checks (with a plain warning per suspicious
+    report.md: the declared plan, the verdict table and sentences, the pooled summary, for a run
+    over several widths or T (or with a timing phase: <out_dir>/throughput.json) the speedup,
+    time-to-accuracy and robust-AUC table per dataset with its figure, links to the figures, the
+    main table, robust-accuracy tables per dataset × norm, per-eps paired differences, the
+    throughput table, sanity checks (with a plain warning per suspicious
     arm), config, environment.
     """
     from snnkernels.study.figures import write_figures  # here: figures imports this module
 
     os.makedirs(out_dir, exist_ok=True)
-    figures = write_figures(cells, out_dir, AnalysisPlan.from_config(config))
-    text = render_report(cells, config, environment, [os.path.basename(p) for p in figures])
+    timing_path = os.path.join(out_dir, TIMING_FILE)
+    timing = None
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+    figures = write_figures(cells, out_dir, AnalysisPlan.from_config(config), timing)
+    text = render_report(cells, config, environment, [os.path.basename(p) for p in figures],
+                         timing)
     path = os.path.join(out_dir, REPORT_MD)
     atomic_write_text(path, text)
     return path

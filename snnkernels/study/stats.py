@@ -1,9 +1,11 @@
 """Statistics over finished study cells: estimates per arm, and the labelled comparison of every
 sparse arm with its dense twin on the declared endpoints (`snnkernels.study.endpoints`).
 
-A *cell* is the record of one dataset × arm × seed (see `snnkernels study`); every function here
-takes the list of cell dicts as the runner writes them to results.json. When the same
-(dataset, arm, seed) occurs more than once (a resumed run), the last record wins.
+A *cell* is the record of one dataset × arm × seed at one grid point (hidden widths, T; see
+`snnkernels study`); every function here takes the list of cell dicts as the runner writes them to
+results.json. Arms are summarized and compared per grid point, a sparse arm with its twin of the
+same point. When the same (dataset, arm, seed, grid point) occurs more than once (a resumed run),
+the last record wins.
 
 - `summarize`: mean ± Student-t CI over seeds of every measured quantity, per dataset × arm.
 - `comparisons`: per dataset × sparse arm × primary endpoint, the paired difference test
@@ -80,11 +82,35 @@ def point_key(norm: str, eps: float) -> tuple[str, float]:
     return str(norm), round(float(eps), 12)
 
 
+def grid_point(cell: dict) -> tuple:
+    """(hidden widths, T) of the network a cell trained; None where the record does not say (the
+    MLP has no T; records of runs before the grid have neither)."""
+    hidden = cell.get("hidden")
+    return (tuple(hidden) if hidden else None, cell.get("T"))
+
+
+def is_grid(cells: list[dict]) -> bool:
+    """Whether the cells span more than one hidden width or more than one T."""
+    points = [grid_point(c) for c in cells]
+    return (len({h for h, _ in points}) > 1
+            or len({t for _, t in points if t is not None}) > 1)
+
+
+def arm_at(row: dict, grid: bool) -> str:
+    """The arm's name for tables and sentences; in a grid run with its point, e.g.
+    "topk_1 @ w512 T10" (the first hidden layer's width; no T for the MLP)."""
+    if not grid or not row.get("hidden"):
+        return row["arm"]
+    where = f"w{row['hidden'][0]}" + ("" if row.get("T") is None else f" T{row['T']}")
+    return f"{row['arm']} @ {where}"
+
+
 def unique_cells(cells: list[dict]) -> list[dict]:
-    """The cells with one record per (dataset, arm, seed), the last one winning, in input order."""
+    """The cells with one record per (dataset, arm, seed, grid point), the last one winning, in
+    input order."""
     latest: dict[tuple, dict] = {}
     for cell in cells:
-        key = (cell["dataset"], cell["arm"], int(cell["seed"]))
+        key = (cell["dataset"], cell["arm"], int(cell["seed"]), grid_point(cell))
         latest.pop(key, None)  # re-insert so the order follows the winning record
         latest[key] = cell
     return list(latest.values())
@@ -112,24 +138,26 @@ def mean_spike_rate(cell: dict) -> float:
     return float(np.mean(rates)) if rates else math.nan
 
 
-def _groups(cells: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Cells grouped by (dataset, arm) in first-seen order, each group sorted by seed."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+def _groups(cells: list[dict]) -> dict[tuple, list[dict]]:
+    """Cells grouped by (dataset, arm, grid point) in first-seen order, each group sorted by
+    seed."""
+    groups: dict[tuple, list[dict]] = {}
     for cell in unique_cells(cells):
-        groups.setdefault((cell["dataset"], cell["arm"]), []).append(cell)
+        groups.setdefault((cell["dataset"], cell["arm"], grid_point(cell)), []).append(cell)
     return {key: sorted(group, key=lambda c: int(c["seed"])) for key, group in groups.items()}
 
 
 def summarize(cells: list[dict], confidence: float = 0.95) -> list[dict]:
-    """One row per dataset × arm, every measured quantity as an `Estimate` over seeds.
+    """One row per dataset × arm × grid point, every measured quantity as an `Estimate` over
+    seeds.
 
-    Keys: dataset, arm, family, twin, metric, seeds (sorted list), density, epochs, seconds,
-    clean, robust ({(norm, eps): Estimate}), train_samples_per_s, infer_samples_per_s,
-    backward_share, activation_bytes, peak_memory_bytes (n = 0 on CPU), spike_rate (mean over
-    the spiking layers of a cell, then over seeds; n = 0 for the MLP).
+    Keys: dataset, arm, hidden, T (the grid point), family, twin, metric, seeds (sorted list),
+    density, epochs, seconds, clean, robust ({(norm, eps): Estimate}), train_samples_per_s,
+    infer_samples_per_s, backward_share, activation_bytes, peak_memory_bytes (n = 0 on CPU),
+    spike_rate (mean over the spiking layers of a cell, then over seeds; n = 0 for the MLP).
     """
     rows = []
-    for (dataset, arm), group in _groups(cells).items():
+    for (dataset, arm, (hidden, T)), group in _groups(cells).items():
         first = group[0]
 
         def over_seeds(get):
@@ -146,6 +174,8 @@ def summarize(cells: list[dict], confidence: float = 0.95) -> list[dict]:
             {
                 "dataset": dataset,
                 "arm": arm,
+                "hidden": hidden,
+                "T": T,
                 "family": first.get("family"),
                 "twin": first.get("twin"),
                 "metric": first.get("metric"),
@@ -171,14 +201,16 @@ def _usable(value) -> bool:
 
 
 def _twins(cells: list[dict]):
-    """(dataset, sparse arm, twin name, sparse cells, twin cells by seed) for every arm whose
-    cells name a twin, in first-seen order."""
+    """(dataset, sparse arm, twin name, sparse cells, twin cells by seed, where) for every arm
+    whose cells name a twin, in first-seen order; where: {"hidden", "T"} of the grid point that
+    both share."""
     groups = _groups(cells)
-    for (dataset, arm), sparse_cells in groups.items():
+    for (dataset, arm, point), sparse_cells in groups.items():
         twin = sparse_cells[0].get("twin")
         if twin:
-            twin_by_seed = {int(c["seed"]): c for c in groups.get((dataset, twin), [])}
-            yield dataset, arm, twin, sparse_cells, twin_by_seed
+            twin_by_seed = {int(c["seed"]): c for c in groups.get((dataset, twin, point), [])}
+            yield (dataset, arm, twin, sparse_cells, twin_by_seed,
+                   {"hidden": point[0], "T": point[1]})
 
 
 def _pairs(sparse_cells: list[dict], twin_by_seed: dict, get) -> list[tuple[int, float, float]]:
@@ -196,17 +228,17 @@ def paired(cells: list[dict], confidence: float = 0.95) -> list[dict]:
     """Secondary result: robust accuracy of each sparse arm − its dense twin at every (norm, eps),
     paired by seed. Descriptive (difference and CI, no test), so it adds no comparisons.
 
-    Rows: dataset, arm, twin, norm, eps, label, n_pairs, sparse_mean, twin_mean,
+    Rows: dataset, arm, hidden, T, twin, norm, eps, label, n_pairs, sparse_mean, twin_mean,
     mean_difference, ci_half_width. A missing twin gives n_pairs 0 and nan.
     """
     rows = []
-    for dataset, arm, twin, sparse_cells, twin_by_seed in _twins(cells):
+    for dataset, arm, twin, sparse_cells, twin_by_seed, where in _twins(cells):
         for norm, eps in robust_points(sparse_cells):
             pairs = _pairs(sparse_cells, twin_by_seed,
                            lambda c, p=(norm, eps): robust_by_point(c).get(p))
             difference, half_width = mean_ci([s - t for _, s, t in pairs], confidence)
             rows.append({
-                "dataset": dataset, "arm": arm, "twin": twin, "norm": norm, "eps": eps,
+                "dataset": dataset, "arm": arm, **where, "twin": twin, "norm": norm, "eps": eps,
                 "label": f"robust {norm_label(norm)} ε={eps:g}", "n_pairs": len(pairs),
                 "sparse_mean": float(np.mean([s for _, s, _ in pairs])) if pairs else math.nan,
                 "twin_mean": float(np.mean([t for _, _, t in pairs])) if pairs else math.nan,
@@ -304,15 +336,16 @@ def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dic
     """Every primary comparison of the run, labelled: one row per dataset × sparse arm × endpoint.
 
     Endpoints are those of `endpoints.endpoint_values` found in the sparse arm's cells. Rows:
-    dataset, arm, twin, family, density, metric, endpoint, endpoint_label, n (paired seeds),
-    sparse_mean, twin_mean (endpoint values, throughput as samples/s: geometric mean), effect,
-    ci_low, ci_high, margin_low, margin_high (test units: accuracy difference, or log ratio for
-    throughput), p_difference, p_equivalence (unadjusted), holm_difference, holm_equivalence,
-    q_difference, q_equivalence (over the family: every test of every row), label, reason.
+    dataset, arm, hidden, T (the grid point of the arm and its twin), twin, family, density,
+    metric, endpoint, endpoint_label, n (paired seeds), sparse_mean, twin_mean (endpoint values,
+    throughput as samples/s: geometric mean), effect, ci_low, ci_high, margin_low, margin_high
+    (test units: accuracy difference, or log ratio for throughput), p_difference,
+    p_equivalence (unadjusted), holm_difference, holm_equivalence, q_difference, q_equivalence
+    (over the family: every test of every row), label, reason.
     """
     plan = _plan(plan)
     rows, tests = [], []
-    for dataset, arm, twin, sparse_cells, twin_by_seed in _twins(cells):
+    for dataset, arm, twin, sparse_cells, twin_by_seed, where in _twins(cells):
         values = {id(c): endpoint_values(c) for c in sparse_cells + list(twin_by_seed.values())}
         endpoints = list(dict.fromkeys(e for c in sparse_cells for e in values[id(c)]))
         for endpoint in endpoints:
@@ -323,7 +356,7 @@ def comparisons(cells: list[dict], plan: AnalysisPlan | None = None) -> list[dic
                                plan.confidence)
             to_scale = math.exp if endpoint == THROUGHPUT else (lambda v: v)
             rows.append({
-                "dataset": dataset, "arm": arm, "twin": twin,
+                "dataset": dataset, "arm": arm, **where, "twin": twin,
                 "family": sparse_cells[0].get("family"),
                 "density": mean_ci([c.get("density") for c in sparse_cells])[0],
                 "metric": sparse_cells[0].get("metric"),
@@ -368,21 +401,23 @@ def shared_endpoint_label(rows: list[dict]) -> str:
 
 
 def pooled(rows: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
-    """Random-effects summary across tables per sparse arm and endpoint (descriptive).
+    """Random-effects summary across tables per sparse arm, grid point and endpoint
+    (descriptive).
 
     Each table contributes its mean paired difference with variance s²/n; tables with fewer
     than 2 pairs or no spread have no usable variance and are left out (counted in
     `tables_left_out`). Paule-Mandel τ² (statsmodels' "dl" does not truncate a negative τ² at
-    0), normal CI. One usable table: its own estimate and t-interval. Rows: arm, endpoint,
-    endpoint_label, tables (used), tables_left_out, effect, ci_low, ci_high (test units), tau2.
+    0), normal CI. One usable table: its own estimate and t-interval. Rows: arm, hidden, T,
+    endpoint, endpoint_label, tables (used), tables_left_out, effect, ci_low, ci_high (test
+    units), tau2.
     """
     plan = _plan(plan)
     out = []
-    keys = list(dict.fromkeys((r["arm"], r["endpoint"]) for r in rows))
-    for arm, endpoint in keys:
-        group = [r for r in rows if (r["arm"], r["endpoint"]) == (arm, endpoint)]
+    key = lambda r: (r["arm"], grid_point(r), r["endpoint"])
+    for arm, (hidden, T), endpoint in ordered(key(r) for r in rows):
+        group = [r for r in rows if key(r) == (arm, (hidden, T), endpoint)]
         usable = [r for r in group if r["n"] >= 2 and float(np.var(r["differences"])) > 0]
-        result = {"arm": arm, "endpoint": endpoint,
+        result = {"arm": arm, "hidden": hidden, "T": T, "endpoint": endpoint,
                   "endpoint_label": shared_endpoint_label(group),
                   "tables": [r["dataset"] for r in usable],
                   "tables_left_out": [r["dataset"] for r in group if r not in usable],
@@ -408,14 +443,16 @@ def pooled(rows: list[dict], plan: AnalysisPlan | None = None) -> list[dict]:
 
 def verdict_groups(rows: list[dict], dataset: str) -> dict[str, list[tuple[str, list[str]]]]:
     """{label: [(arm, [endpoint labels])]} for dataset, labels in LABELS order, arms in
-    first-seen order; the structure every verdict sentence is written from."""
+    first-seen order (with their grid point when the rows span several: `arm_at`); the structure
+    every verdict sentence is written from."""
+    grid = is_grid(rows)
     groups: dict[str, list[tuple[str, list[str]]]] = {}
     for label in LABELS:
         labelled = [r for r in rows if r["dataset"] == dataset and r["label"] == label]
-        arms = ordered(r["arm"] for r in labelled)
+        arms = ordered(arm_at(r, grid) for r in labelled)
         if arms:
-            groups[label] = [(arm, [r["endpoint_label"] for r in labelled if r["arm"] == arm])
-                             for arm in arms]
+            groups[label] = [(arm, [r["endpoint_label"] for r in labelled
+                                    if arm_at(r, grid) == arm]) for arm in arms]
     return groups
 
 

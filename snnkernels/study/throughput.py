@@ -29,6 +29,7 @@ from torch import nn
 from .arms import ARMS, DENSE_TWIN
 
 AS_TRAINED = f"{DENSE_TWIN}+lif_constant"
+TIMING_FILE = "throughput.json"  # in the run folder: the rows of every timed group
 PARTS = ("forward", "backward", "optimizer")
 
 
@@ -139,7 +140,7 @@ def run_phase(config, folder, tables: dict, records: list, *, steps: int,
     from .data import make_split
     from .runner import Cell, load_model, tensors
 
-    path = folder.root / "throughput.json"
+    path = folder.root / TIMING_FILE
     rows = json.loads(path.read_text()) if path.exists() else []
     done = {(r["dataset"], tuple(r["hidden"]), r["T"]) for r in rows}
     groups = {k: v for k, v in timing_groups(records).items()

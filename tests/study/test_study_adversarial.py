@@ -9,15 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from snnkernels import cli
 from snnkernels import sparse as S
 from snnkernels.models import TabularSNN
 from snnkernels.study import config as C
 from snnkernels.study.adversarial import AdversarialTraining, PGDAdversary
 from snnkernels.study.arms import ARMS, STANDARD_ARMS
-from snnkernels.study.arms import ModelConfig
-from snnkernels.study.attacks import AttackConfig
-from snnkernels.study.train import TrainConfig
+from tiny_study import TINY, study
 
 
 def test_eps_is_the_middle_of_the_grid():
@@ -54,15 +51,11 @@ def test_pgd_examples_stay_in_the_ball_raise_the_loss_and_repeat():
 
 
 def test_adversarial_arms_train_end_to_end(tmp_path, monkeypatch):
-    tiny = dataclasses.replace(
-        C.PRESETS["quick"], datasets=("iris",), seeds=(0,),
-        model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-        attack=AttackConfig(eps_linf=(0.1, 0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",), pgd_steps=2, pgd_restarts=1,
-                            max_examples=20, surrogates=()), max_rows=None)
-    monkeypatch.setitem(C.PRESETS, "quick", tiny)
+    # a three-point grid, so that the adversary's eps (its middle) is not its largest
+    three_points = dataclasses.replace(TINY.attack, eps_linf=(0.1, 0.5, 50.0))
+    monkeypatch.setitem(C.PRESETS, "quick", dataclasses.replace(TINY, attack=three_points))
     out = tmp_path / "run"
-    assert cli.main(["study", "--preset", "quick", "--no-progress", "--out", str(out),
-                     "--arms", "pgd_at,pgd_at_topk_5"]) == 0
+    assert study("--out", str(out), "--arms", "pgd_at,pgd_at_topk_5") == 0
     records = {r["arm"]: r for r in json.loads((out / "results.json").read_text())}
     assert set(records) == {"pgd_at", "pgd_at_topk_5", "dense_fast_sigmoid", "mlp"}
     for arm in ("pgd_at", "pgd_at_topk_5"):

@@ -19,6 +19,7 @@ import pytest
 
 from snnkernels.study import atomic, report, stats
 from snnkernels.study.figures import write_figures
+from scale_table_checks import SECTION, check_scale_table, markdown_rows
 
 LINF_GRID = [0.05, 0.1, 0.2, 0.5, 1.0]
 L2_GRID = [0.25, 0.5, 1.0, 2.0]
@@ -336,3 +337,86 @@ def test_write_figures_one_seed_and_empty_input(tmp_path):
         "robust_vs_eps_iris_linf.png", "robust_vs_eps_iris_l2.png", "forest_plot.png",
         "throughput_vs_density.png", "robust_vs_throughput.png"]
     assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in paths)
+
+
+# ---------------------------------------------------------------- widths and time steps
+
+GRID_ARMS = ("dense_fast_sigmoid", "topk_1", "topk_25", "mlp")
+
+
+def grid_cells(widths=(128, 512), steps=(10, 25)):
+    """wine over widths × T: topk_1 planted more robust at the widest width only, and reaching
+    the twin's accuracy in half its time; one MLP per width (it has no T)."""
+    cells = []
+    for w in widths:
+        for T in steps:
+            planted = {("wine", "topk_1"): {"robust_shift": 0.1}} if w == widths[-1] else {}
+            for cell in make_cells(datasets=("wine",), arms=GRID_ARMS, effects=planted,
+                                   seed=w + T):
+                if cell["arm"] == "mlp" and T != steps[0]:
+                    continue
+                fast = cell["arm"] == "topk_1"
+                cells.append({**cell, "hidden": [w, w], "T": None if cell["arm"] == "mlp" else T,
+                              "val_curve": [[1.0, 0.8], [2.0 + (0.1 * cell["seed"] - 1) * fast,
+                                                         0.9]]})
+    return cells
+
+
+def timing_rows(widths=(128, 512), steps=(10, 25)):
+    """throughput.json rows: topk_1 faster the wider, topk_25 a little faster everywhere."""
+    rows = []
+    for w in widths:
+        for T in steps:
+            for arm, speedup in (("topk_1", w / 100 + T / 100), ("topk_25", 1.05),
+                                 ("dense_fast_sigmoid+lif_constant", 1.3)):
+                rows.append({"dataset": "wine", "hidden": [w, w], "T": T, "arm": arm,
+                             "speedup": speedup, "speedup_ci": [0.9 * speedup, 1.1 * speedup]})
+    return rows
+
+
+def test_grid_cells_are_compared_per_width_and_t():
+    cells = grid_cells()
+    rows = {(r["arm"], r["hidden"], r["T"], r["endpoint"]): r for r in stats.comparisons(cells)}
+    # topk_1 is planted more robust at width 512 only: a width-blind pairing would mix the two
+    wide = rows[("topk_1", (512, 512), 10, "auc_linf")]
+    narrow = rows[("topk_1", (128, 128), 10, "auc_linf")]
+    assert wide["effect"] > 0.05 and abs(narrow["effect"]) < 0.02 and wide["label"] == "better"
+    assert len({(r["arm"], r["hidden"], r["T"]) for r in rows.values()}) == 2 * 2 * 2
+    summary = stats.summarize(cells)
+    assert len(summary) == 2 * 2 * 3 + 2  # per width: three spiking arms at each T, one MLP
+    assert stats.is_grid(cells) and not stats.is_grid(grid_cells(widths=(128,), steps=(10,)))
+
+
+def test_scale_table_rows_match_the_records(tmp_path):
+    cells, timing = grid_cells(), timing_rows()
+    (tmp_path / "throughput.json").write_text(json.dumps(timing))
+    text = Path(report.write_report(cells, tmp_path, {}, {})).read_text()
+    assert "![speedup_vs_width](speedup_vs_width.png)" in text
+    assert (tmp_path / "speedup_vs_width.png").read_bytes().startswith(PNG_MAGIC)
+    shown = check_scale_table(text, cells, timing)
+    assert len(shown) == 2 * 2 * 3  # per width and T: topk_1, topk_25 and the twin as trained
+    assert shown[(512, 10, "topk_1")][4] == "better"  # planted at the widest width only
+    assert shown[(128, 10, "topk_1")][4] != "better"
+
+
+def test_scale_section_falls_back_to_the_cells_throughput_without_a_timing_phase(tmp_path):
+    text = Path(report.write_report(grid_cells(), tmp_path, {}, {})).read_text()
+    table = markdown_rows(text, SECTION)
+    assert {row[4] for row in table} == {"per cell"}
+    assert len(table) == 2 * 2 * 2  # no timed-only rows
+    assert (tmp_path / "speedup_vs_width.png").exists()
+
+
+def test_one_width_and_one_t_leave_the_report_unchanged(tmp_path):
+    """Cells of one grid point give the report of the same cells recorded before the grid."""
+    cells = grid_cells(widths=(128,), steps=(10,))
+    before = [{k: v for k, v in c.items() if k not in ("hidden", "T", "val_curve")}
+              for c in cells]
+    names = write_figures(cells, tmp_path / "grid")
+    assert not any(n.endswith("speedup_vs_width.png") for n in names)
+    assert write_figures(before, tmp_path / "before") == [
+        n.replace(str(tmp_path / "grid"), str(tmp_path / "before")) for n in names]
+    figures = [os.path.basename(n) for n in names]
+    assert (report.render_report(cells, {}, {}, figures)
+            == report.render_report(before, {}, {}, figures))
+    assert SECTION not in report.render_report(cells, {}, {}, figures)

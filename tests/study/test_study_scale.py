@@ -3,41 +3,21 @@ throughput phase and time to accuracy."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from snnkernels import cli
 from snnkernels import models as snn_models
 from snnkernels.models import TabularSNN
 from snnkernels.study import config as C
 from snnkernels.study import throughput as TP
-from snnkernels.study.arms import ModelConfig
-from snnkernels.study.attacks import AttackConfig
 from snnkernels.study.data import available_datasets, load_dataset
 from snnkernels.study.synthetic import ROWS, SYNTHETIC
 from snnkernels.study.time_to_accuracy import time_to_accuracy
-from snnkernels.study.train import TrainConfig
-
-TINY = dataclasses.replace(
-    C.PRESETS["quick"], datasets=("iris",), arms=("dense_fast_sigmoid", "mlp", "topk_25"),
-    seeds=(0,), model=ModelConfig(hidden=(8,), T=3), train=TrainConfig(epochs=2, patience=1),
-    attack=AttackConfig(eps_linf=(0.5, 50.0), eps_l2=(50.0,), attacks=("pgd",), pgd_steps=2, pgd_restarts=1,
-                        max_examples=20, surrogates=()),
-    max_rows=None)
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    monkeypatch.setitem(C.PRESETS, "quick", TINY)
-
-
-def study(*args) -> int:
-    return cli.main(["study", "--preset", "quick", "--no-progress", *args])
-
+from tiny_study import study
 
 def test_synthetic_tables_are_fixed_and_learnable():
     from sklearn.linear_model import LogisticRegression
@@ -148,3 +128,30 @@ def test_time_to_accuracy_from_curves():
     assert rows["dense_fast_sigmoid"]["seconds"] == 2.0 == rows["topk_5"]["twin_seconds"]
     with pytest.raises(ValueError, match="tolerance"):
         time_to_accuracy(records, tolerance=1.5)
+
+
+def test_grid_report_table_and_figure_end_to_end(tmp_path, tiny):
+    """2 widths × 2 T on a small synthetic table, two seeds, a short timing phase, one worker:
+    the report's table per (width, T, arm) matches the records, and the figure is drawn."""
+    from sklearn.datasets import make_classification
+
+    from scale_table_checks import check_scale_table
+
+    X, y = make_classification(n_samples=240, n_features=6, n_informative=3, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(6)]).assign(y=y)
+    frame.to_csv(tmp_path / "blobs.csv", index=False)
+    out = tmp_path / "grid"
+    assert study("--out", str(out), "--csv", str(tmp_path / "blobs.csv"), "--target", "y",
+                 "--hidden", "8,12", "--steps", "2,3", "--seeds", "2", "--timing-steps", "5",
+                 "--jobs", "1", "--threads", "1") == 0
+    records = json.loads((out / "results.json").read_text())
+    timing = json.loads((out / "throughput.json").read_text())
+    assert {(tuple(t["hidden"]), t["T"]) for t in timing} == {
+        ((w,), t) for w in (8, 12) for t in (2, 3)}
+    text = (out / "report.md").read_text()
+    shown = check_scale_table(text, records, timing)
+    assert {(w, T) for w, T, _ in shown} == {(w, t) for w in (8, 12) for t in (2, 3)}
+    assert {arm for _, _, arm in shown} == {"topk_25", TP.AS_TRAINED}
+    assert "![speedup_vs_width](speedup_vs_width.png)" in text
+    assert (out / "speedup_vs_width.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "topk_25 @ w12 T3" in text  # the other tables name each arm's grid point
