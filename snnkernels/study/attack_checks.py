@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from statistics import mean, median
 
+from .stats import arm_at, is_grid
+
 # A working attack picks a perturbation per example, so at the grid's largest eps (1 standard
 # deviation per feature) it should leave almost nothing.
 MAX_WORST_CASE_AT_LARGEST_EPS = 0.05
@@ -39,15 +41,22 @@ def attack_strength_checks(cells: list[dict]) -> tuple[list[str], list[str]]:
       largest mean difference is above 0.
     """
     lines, warnings = [], []
+    grid = is_grid(cells)
+    # in a width / T grid each arm is judged at each point (arm_at names it), not pooled
+    name = lambda c: arm_at(c, grid)
     worst = []
     for (dataset, norm), group in sorted(_by(
             [(c, r) for c in cells for r in c.get("robust", [])],
             lambda cr: (cr[0]["dataset"], cr[1]["norm"])).items()):
         largest = max(r["eps"] for _, r in group)
-        per_arm = _by([(c, r) for c, r in group if r["eps"] == largest], lambda cr: cr[0]["arm"])
+        at_largest = [(c, r) for c, r in group if r["eps"] == largest]
+        per_arm = _by(at_largest, lambda cr: name(cr[0]))
         means = {a: mean(r["accuracy"] for _, r in v) for a, v in per_arm.items()}
         arm, value = max(means.items(), key=lambda item: item[1])
-        mlp = means.get(MLP)
+        hidden = per_arm[arm][0][0].get("hidden")  # the MLP of the same width
+        mlps = [r["accuracy"] for c, r in at_largest
+                if c["arm"] == MLP and c.get("hidden") == hidden]
+        mlp = mean(mlps) if mlps else None
         bad = value > MAX_WORST_CASE_AT_LARGEST_EPS
         worst.append([dataset, NORM_LABELS.get(norm, norm), f"{largest:g}", arm, f"{value:.3f}",
                       "n/a" if mlp is None else f"{mlp:.3f}", "FLAG" if bad else "ok"])

@@ -593,6 +593,14 @@ def test_attack_strength_checks_flag_with_their_numbers():
         lines, warnings = attack_strength_checks(with_mlp)
         assert f"| weak | L∞ | 1 | dense | 0.150 | {mlp_worst:.3f} | FLAG |" in "\n".join(lines)
         assert says in warnings[0]
+    # a width grid: each arm judged at its own width, next to the MLP of that width
+    wide = [dict(c, hidden=[w, w]) for w in (8, 16) for c in cells + [
+        _cell("weak", "mlp", s, 0.1, 0.3, 0.3) for s in range(2)]]
+    for c in wide:
+        if c["hidden"][0] == 16 and c["dataset"] == "weak":
+            c["robust"] = [dict(r, accuracy=0.0) for r in c["robust"]]
+    lines, warnings = attack_strength_checks(wide)
+    assert "| weak | L∞ | 1 | dense @ w8 | 0.150 | 0.100 | FLAG |" in "\n".join(lines)
     section = "\n".join(threat_model_section(cells, {"immutable": ["age"],
                                                      "perturb_categorical": False}))
     assert "nor do age" in section and "| good | L∞ | 1 | 1 | 5 | 4 |" in section
