@@ -319,7 +319,8 @@ def test_input_gradient_is_each_rows_loss_gradient():
 @pytest.mark.parametrize("arm", ["aw_0.2", "mlp"])
 def test_run_cell_records_the_metrics(arm, monkeypatch):
     monkeypatch.setattr(runner, "evaluate_robustness",
-                        lambda *a, **k: {"attacks": [], "robust": [], "broken_by": {}})
+                        lambda *a, **k: {"attacks": [], "robust": [], "broken_by": [],
+                                         "examples": {}})
     table = small_table()
     split = make_split(table, 0)
     config = PRESETS["quick"]
