@@ -81,8 +81,9 @@ class PerturbationFrame:
     eps = 1; the model view decodes each row back to x0_r + eps_r * u_r on the mutable
     features (L-inf: each coordinate of u stretched onto the room the box leaves it, so the
     unit cube is box and ball together) and projects it into the threat model (box, one-hot
-    groups), reading r from the tag by rounding (ART moves the tag by at most 1, its whole budget; the model never sees it
-    and its gradient is zero). Immutable features are not in u, so no budget goes to them.
+    groups), reading r from the tag by rounding (ART moves the tag by at most 1, its whole
+    budget; the model never sees it and its gradient is zero). Immutable features are not in u,
+    so no budget goes to them.
 
     Why: ART's APGD and Square take one scalar eps, and on the study's small test sets a call's
     time is mostly fixed per-batch overhead, so one call on the stacked grid is several times
@@ -112,8 +113,7 @@ class PerturbationFrame:
         # L2: the box and the ball do not factor per coordinate, and stretching would spend a
         # whole unit of budget on a feature that can move only part of eps; there the box
         # clamps (ThreatModel.project).
-        ones = np.ones((len(self.x0), len(self.mutable)), np.float32)
-        self.up, self.down = ones, ones
+        self.up = self.down = None
         if norm == "linf":
             lower, upper = self.threat.box(self.x0)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -135,17 +135,19 @@ class PerturbationFrame:
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         key = str(u.device)
         if key not in self._on:
-            self._on[key] = tuple(torch.as_tensor(a, device=u.device)
+            self._on[key] = tuple(None if a is None else torch.as_tensor(a, device=u.device)
                                   for a in (self.x0, self.eps, self.mutable, self.up, self.down))
         x0, eps, mutable, up, down = self._on[key]
         rows = (torch.round(u[:, -1].detach() / self.TAG).long() - 1).clamp(0, len(x0) - 1)
         step = u[:, :-1]
-        up, down = up[rows], down[rows]
-        slope = torch.where(step >= 0, up, down)
-        # A side with no room (the clean value on the box's edge) moves nothing; its gradient
-        # takes the other side's slope, so an attack that stepped there can come back.
-        pull = torch.where(slope > 0, slope, torch.maximum(up, down))
-        step = slope.detach() * step.detach() + pull * (step - step.detach())
+        if up is not None:
+            up, down = up[rows], down[rows]
+            slope = torch.where(step >= 0, up, down)
+            # A side with no room (the clean value on the box's edge) moves nothing; its
+            # gradient takes the other side's slope, so an attack that stepped there can come
+            # back.
+            pull = torch.where(slope > 0, slope, torch.maximum(up, down))
+            step = slope.detach() * step.detach() + pull * (step - step.detach())
         x = x0[rows].index_add(1, mutable, eps[rows, None] * step)
         return self.threat.project(x, x0[rows])
 
