@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from statistics import mean, median
 
+from scipy.stats import binomtest
+
 from .stats import arm_at, is_grid
 
 # A working attack picks a perturbation per example, so at the grid's largest eps (1 standard
@@ -15,6 +17,7 @@ NORM_LABELS = {"linf": "L∞", "l2": "L2"}
 MLP = "mlp"
 # The attack budgets below which a run's attacks are called weak (the quick preset's are).
 FULL_STRENGTH = {"apgd_steps": 100, "apgd_restarts": 3, "square_queries": 1000}
+SIGN_TEST_ALPHA = 0.05
 
 
 def _table(headers, rows) -> list[str]:
@@ -36,9 +39,12 @@ def attack_strength_checks(cells: list[dict]) -> tuple[list[str], list[str]]:
       nothing to mask): when the MLP keeps as much, the largest eps is small for that table
       rather than the attacks weak on the spiking arms;
     - APGD-CE at least as strong as PGD (both through the model's own surrogate, every example
-      attacked): per table and norm the largest mean difference APGD - PGD over the eps grid
-      and the share of (cell, eps) points where APGD left more examples; flagged when that
-      largest mean difference is above 0.
+      attacked): per table and norm the largest mean difference APGD - PGD over the eps grid,
+      and at each eps the cells where APGD left more examples correct against those where it
+      left fewer. Both attacks start at random points, so either can miss an example the other
+      breaks; a table is flagged when, at some eps, APGD is weaker in significantly more cells
+      than it is stronger (exact one-sided sign test, p < SIGN_TEST_ALPHA, not corrected for
+      the eps grid, so it errs towards flagging).
     """
     lines, warnings = [], []
     grid = is_grid(cells)
@@ -86,18 +92,29 @@ def attack_strength_checks(cells: list[dict]) -> tuple[list[str], list[str]]:
     for (dataset, norm), items in sorted(_by(pairs.items(), lambda kv: kv[0][:2]).items()):
         diffs = {key[2]: mean(v) for key, v in items}
         eps, gap = max(diffs.items(), key=lambda item: item[1])
-        weaker = sum(d > 0 for _, v in items for d in v)
-        total = sum(len(v) for _, v in items)
-        rows.append([dataset, NORM_LABELS.get(norm, norm), f"{gap:+.3f} at ε={eps:g}",
-                     f"{weaker}/{total}", "FLAG" if gap > 0 else "ok"])
-        if gap > 0:
-            warnings.append(f"APGD-CE is weaker than PGD on {dataset} {NORM_LABELS.get(norm, norm)}"
-                            f": mean accuracy {gap:+.3f} above PGD's at ε={eps:g} ({weaker} of "
-                            f"{total} cell × ε points)")
+        weaker = {key[2]: sum(d > 0 for d in v) for key, v in items}
+        stronger = {key[2]: sum(d < 0 for d in v) for key, v in items}
+        # per eps: is APGD weaker in more cells than chance between two random starts allows?
+        p = {e: binomtest(weaker[e], weaker[e] + stronger[e], alternative="greater").pvalue
+             if weaker[e] else 1.0 for e in weaker}
+        worst_eps = min(p, key=p.get)
+        bad = p[worst_eps] < SIGN_TEST_ALPHA
+        label = NORM_LABELS.get(norm, norm)
+        rows.append([dataset, label, f"{gap:+.3f} at ε={eps:g}",
+                     f"{sum(weaker.values())}/{sum(stronger.values())}",
+                     f"{p[worst_eps]:.2g} at ε={worst_eps:g}", "FLAG" if bad else "ok"])
+        if bad:
+            warnings.append(f"APGD-CE is weaker than PGD on {dataset} {label} at ε={worst_eps:g}:"
+                            f" it left more examples correct in {weaker[worst_eps]} cells and "
+                            f"fewer in {stronger[worst_eps]} (sign test p = {p[worst_eps]:.2g}; "
+                            f"mean accuracy difference {diffs[worst_eps]:+.3f})")
     lines += ["", "APGD-CE against PGD (own surrogate, every example attacked): the largest mean "
-              "accuracy difference APGD − PGD over the ε grid (flagged above 0) and the "
-              "(cell, ε) points where APGD left more examples correct:", ""]
-    lines += _table(["dataset", "norm", "APGD − PGD (largest)", "APGD weaker", "status"], rows)
+              "accuracy difference APGD − PGD over the ε grid; the (cell, ε) points where APGD "
+              "left more / fewer examples correct than PGD; the smallest one-sided sign-test p "
+              f"over the grid that APGD is weaker in more cells than it is stronger (flagged "
+              f"below {SIGN_TEST_ALPHA:g}):", ""]
+    lines += _table(["dataset", "norm", "APGD − PGD (largest)", "APGD weaker / stronger",
+                     "sign test p", "status"], rows)
     return lines, warnings
 
 

@@ -577,14 +577,19 @@ def test_attack_strength_checks_flag_with_their_numbers():
     from snnkernels.study.attack_checks import attack_strength_checks, threat_model_section
 
     cells = [_cell("good", "dense", s, 0.0, 0.30, 0.40) for s in range(2)]
-    cells += [_cell("weak", "dense", 0, 0.10, 0.50, 0.40), _cell("weak", "dense", 1, 0.20, 0.5, 0.4)]
+    # APGD weaker in 6 of 6 cells: sign test p = 0.5 ** 6
+    cells += [_cell("weak", "dense", s, (0.10, 0.20)[s % 2], 0.50, 0.40) for s in range(6)]
+    # APGD weaker in 3 cells, stronger in 2, mean above 0: what two random starts can give
+    cells += [_cell("noisy", "dense", s, 0.0, 0.425 if s < 3 else 0.375, 0.4) for s in range(5)]
     lines, warnings = attack_strength_checks(cells)
     text = "\n".join(lines)
     assert "| good | L∞ | 1 | dense | 0.000 | n/a | ok |" in text
     assert "| weak | L∞ | 1 | dense | 0.150 | n/a | FLAG |" in text  # mean over the seeds
-    assert "| good | L∞ | -0.100 at ε=0.1 | 0/4 | ok |" in text
-    assert "| weak | L∞ | +0.100 at ε=0.1 | 4/4 | FLAG |" in text
+    assert "| good | L∞ | -0.100 at ε=0.1 | 0/4 | 1 at ε=0.1 | ok |" in text
+    assert "| weak | L∞ | +0.100 at ε=0.1 | 12/0 | 0.016 at ε=0.1 | FLAG |" in text
+    assert "| noisy | L∞ | +0.005 at ε=0.1 | 6/4 | 0.5 at ε=0.1 | ok |" in text
     assert len(warnings) == 2 and all("weak" in w for w in warnings)
+    assert "in 6 cells and fewer in 0 (sign test p = 0.016" in warnings[1]
     assert "the attacks may be too weak" in warnings[0]
     # an MLP that keeps as much points at the eps grid, one that does not at the attacks
     for mlp_worst, says in ((0.1, "the MLP, with exact gradients, keeps 0.100 too"),
