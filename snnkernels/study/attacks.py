@@ -259,9 +259,9 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
                 else:
                     before = alive[norm]
                     after = alive[norm] = np.logical_and.accumulate(before & ok, axis=0)
+                    broke_first = name + (f"[{surrogate}]" if surrogate else "")
                     for k, newly in enumerate(before & ~after):
-                        first[norm][k, ok_rows[newly]] = name + (f"[{surrogate}]" if surrogate
-                                                                 else "")
+                        first[norm][k, ok_rows[newly]] = broke_first
                 for k, e in enumerate(grid):
                     accuracy = score(after[k] if scope == "survivors" else ok[k])
                     attack_rows.append({"norm": norm, "eps": float(e), "radius": radii[norm][k],
@@ -276,7 +276,8 @@ def evaluate_robustness(model: nn.Module, X, y, config: AttackConfig = AttackCon
                     "accuracy": score(alive[norm][k])}
                    for norm, grid in grids.items() for k, e in enumerate(grid)]
     examples = {"rows": keep.tolist(),
-                "first_broken_by": [{"norm": norm, "eps": float(e), "attack": first[norm][k].tolist()}
+                "first_broken_by": [{"norm": norm, "eps": float(e),
+                                     "attack": first[norm][k].tolist()}
                                     for norm, grid in grids.items() for k, e in enumerate(grid)]}
     return {"attacks": attack_rows, "robust": robust_rows, "broken_by": broken_by,
             "examples": examples, "clean": score(np.ones(len(y_ok), bool))}
