@@ -6,7 +6,7 @@
 // Registered for CPU and CUDA. The LIF is reached through the dispatcher, so the per-device
 // lif_forward runs, except on the CPU, where linear_lif_forward writes the membrane over the
 // current (cpu/lif_cpu.h). The masked backward and the sparse synaptic backward have
-// their own kernels (cpu/lif_masked_cpu.cpp, cpu/linear_sparse_cpu.cpp,
+// their own kernels (cpu/lif_cpu.cpp, cpu/linear_sparse_cpu.cpp,
 // cuda/lif_masked_cuda.cu, cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear
 // error for them on CUDA.
 #include <ATen/ATen.h>

@@ -40,7 +40,7 @@ from typing import Optional
 
 # Ids shared with csrc/lif_math.h (enum class Mask).
 MASK_IDS = {"none": 0, "topk": 1, "active_window": 2}
-# The compact gradients index a neuron within its row with int32 (csrc/cpu/lif_masked_cpu.cpp,
+# The compact gradients index a neuron within its row with int32 (csrc/cpu/lif_cpu.cpp,
 # csrc/cuda/lif_masked_cuda.cu), and linear_lif's sparse synaptic backward indexes the T * B rows
 # with int32 (csrc/cpu/linear_sparse_cpu.cpp; the CUDA version checks the same limit): the
 # limits, checked before any kernel runs.

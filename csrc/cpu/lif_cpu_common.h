@@ -1,6 +1,6 @@
-// Pieces shared by the CPU LIF kernels (lif_cpu.cpp: dense forward and backward;
-// lif_masked_cpu.cpp: the sparse-gradient backward; lif_constant_cpu.cpp): chunking, per-task
-// scratch, parameters, the dense backward's row.
+// Pieces shared by the CPU LIF kernels (lif_cpu.cpp: the forward, the dense and the masked
+// backward; lif_constant_cpu.cpp): chunking, per-task scratch, parameters, the dense backward's
+// row.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -160,7 +160,7 @@ inline void check_cpu_dtype(const at::Tensor& x) {
 
 // One time step of one chunk of the dense backward, walking backwards (a function of its own:
 // GCC trusts __restrict__ on parameters, not on pointers loaded from a lambda's captures).
-// Shared by lif_cpu.cpp and the TopK backward without `temporal` (its carry is the dense one).
+// Also the TopK backward's step without `temporal` (its carry is the dense one).
 // h: membrane before this step's own reset; u_prev: what the previous step returned. Without
 // parameter gradients the sums go to locals that GCC drops. kSumX: grad_x accumulates dL/dx over
 // the steps instead of receiving this step's (lif_constant_cpu.cpp).

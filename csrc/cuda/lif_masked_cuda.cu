@@ -1,5 +1,5 @@
 // The LIF backward with a sparse-gradient mask (snnkernels.sparse; docs/semantics.md), on CUDA.
-// The CPU version is csrc/cpu/lif_masked_cpu.cpp; both take the per-element math from
+// The CPU version is in csrc/cpu/lif_cpu.cpp; both take the per-element math from
 // lif_math.h (masked_step_grad_h, lif_step_grad_carry, window_active, topk_rank_key), so the
 // float32/float64 results are the CPU's bits wherever the surrogate uses no exp (the ATan default,
 // FastSigmoid, Triangular, StraightThrough, Heaviside; nvcc runs with --fmad=false like the CPU

@@ -1,6 +1,6 @@
 """Large tensors: 64-bit indexing, and clear errors where a 32-bit index remains.
 
-Audit (csrc/, at the time of writing): the CPU kernels (lif_cpu.cpp, lif_masked_cpu.cpp,
+Audit (csrc/, at the time of writing): the CPU kernels (lif_cpu.cpp,
 linear_sparse_cpu.cpp, lif_cpu_common.h) and the CUDA kernels (lif_cuda.cu) compute every
 element offset as int64_t (t * M + n, r * k + j, row * F + f; CUDA: int64_t(blockIdx.x) *
 kThreads + threadIdx.x). Three int32 indices remain, all in the sparse path, each now guarded
