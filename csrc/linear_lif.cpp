@@ -4,8 +4,7 @@
 // few neurons; then the LIF) and its dense synaptic backward linear_dense_backward (GEMMs, or
 // spike_weight_grad when x is mostly zeros, or the narrow-layer loops).
 // Registered for CPU and CUDA. The LIF is reached through the dispatcher, so the per-device
-// lif_forward runs, except on the CPU, where linear_lif_forward writes the membrane over the
-// current (cpu/lif_cpu.h). The masked backward and the sparse synaptic backward have
+// lif_forward runs. The masked backward and the sparse synaptic backward have
 // their own kernels (cpu/lif_cpu.cpp, cpu/linear_sparse_cpu.cpp,
 // cuda/lif_masked_cuda.cu, cuda/linear_sparse_cuda.cu); a build without CUDA registers a clear
 // error for them on CUDA.
@@ -13,7 +12,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include "cpu/lif_cpu.h"
 #include "cpu/narrow_linear.h"
 #include "cpu/spike_linear.h"
 #include "lif_checks.h"
@@ -108,11 +106,8 @@ Quad linear_lif_forward(const at::Tensor& x, const at::Tensor& weight,
   const int64_t steps = x.size(0), batch = x.size(1), n = weight.size(0);
   const auto [current, event] = synaptic_current(x, weight, bias);
   const at::Tensor rows = current.view({steps, batch * n});
-  // On the CPU the membrane goes over the current (cpu/lif_cpu.h).
-  auto [spk, mem, pre] =
-      rows.is_cpu() ? lif_forward_cpu_in_place(rows, beta, threshold, graded, reset, reset_delay)
-                    : call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate, p0,
-                                       p1, reset, reset_delay);
+  auto [spk, mem, pre] = call_lif_forward(rows, c10::nullopt, beta, threshold, graded, surrogate,
+                                          p0, p1, reset, reset_delay);
   return {spk, mem, pre, event_flag(event, x)};
 }
 

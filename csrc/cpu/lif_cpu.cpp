@@ -33,7 +33,6 @@
 
 #include <optional>
 
-#include "lif_cpu.h"
 #include "lif_cpu_common.h"
 #include "topk_select.h"
 
@@ -45,16 +44,14 @@ using namespace cpu;
 // One time step of one chunk. The loops live in functions of their own because GCC trusts
 // __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
 // the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-// kInPlace: the input is read from mem (x is unused) and overwritten by the membrane.
-template <typename T, Reset R, bool kDelay, bool kUniform, bool kInPlace>
+template <typename T, Reset R, bool kDelay, bool kUniform>
 void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
                  const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
                  T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
   const UniformParams<T> one(beta_c, thr, graded);
   for (int64_t i = 0; i < len; ++i) {
     T s, u;
-    const T h = lif_step<R, kDelay>(kInPlace ? mem[i] : x[i], state[i],
-                                    kUniform ? one.beta : beta_c[i],
+    const T h = lif_step<R, kDelay>(x[i], state[i], kUniform ? one.beta : beta_c[i],
                                     kUniform ? one.thr : thr[i],
                                     kUniform ? one.graded : graded[i], &s, &u);
     spk[i] = s;
@@ -64,14 +61,14 @@ void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __rest
   }
 }
 
-// kInPlace: x is mem (contiguous [T, M]), each value read before the membrane overwrites it.
-template <typename T, Reset R, bool kDelay, bool kInPlace>
-void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Params params,
-                    T* __restrict__ spk, T* mem, T* __restrict__ pre, int64_t steps, int64_t m) {
+template <typename T, Reset R, bool kDelay>
+void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict__ mem0,
+                    Params params, T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre,
+                    int64_t steps, int64_t m) {
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
-  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true, kInPlace>
-                                       : forward_row<T, R, kDelay, false, kInPlace>;
+  const auto row_fn = params.uniform() ? forward_row<T, R, kDelay, true>
+                                       : forward_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
@@ -87,8 +84,8 @@ void forward_kernel(const T* x, int64_t x_step, const T* __restrict__ mem0, Para
       }
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        row_fn(kInPlace ? nullptr : x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded,
-               spk + off, mem + off, kDelay ? nullptr : pre + off, len);
+        row_fn(x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
+               kDelay ? nullptr : pre + off, len);
       }
     }
   });
@@ -310,10 +307,10 @@ at::Tensor count_active_rows(const at::Tensor& mem, const at::Tensor& pre_reset,
 
 using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
-// lif_forward's checks and outputs; in_place: mem is x itself (lif_forward_cpu_in_place).
-Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
-                   const at::Tensor& beta, const at::Tensor& threshold, const at::Tensor& graded,
-                   int64_t reset, bool reset_delay, bool in_place) {
+Triple lif_forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
+                       const at::Tensor& beta, const at::Tensor& threshold,
+                       const at::Tensor& graded, int64_t /*surrogate*/, double /*p0*/,
+                       double /*p1*/, int64_t reset, bool reset_delay) {
   TORCH_CHECK(x.dim() == 2, "snnkernels: x must be [T, M], got ", x.sizes());
   check_cpu_dtype(x);
   const int64_t steps = x.size(0), m = x.size(1);
@@ -321,7 +318,7 @@ Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
   // TabularSNN's direct encoder gives), read in place instead of copied T times.
   const bool rows_contiguous = m <= 1 || x.stride(1) == 1;
   const bool broadcast = rows_contiguous && steps > 1 && x.stride(0) == 0;
-  TORCH_CHECK(x.is_contiguous() || (broadcast && !in_place),
+  TORCH_CHECK(x.is_contiguous() || broadcast,
               "snnkernels: x must be contiguous [T, M] or one contiguous row broadcast over T, "
               "got strides ", x.strides());
   const int64_t x_step = broadcast ? 0 : m;
@@ -330,30 +327,19 @@ Triple forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
   check_param(threshold, "threshold", x, m);
   check_param(graded, "graded", x, m);
   at::Tensor spk = empty_output(x.sizes(), x.options());
-  at::Tensor mem = in_place ? x : empty_output(x.sizes(), x.options());
+  at::Tensor mem = empty_output(x.sizes(), x.options());
   at::Tensor pre = empty_output(reset_delay ? at::IntArrayRef{0} : x.sizes(), x.options());
   if (x.numel() == 0) return {spk, mem, pre};
   const Params params = params_of(beta, threshold, graded);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward_cpu", [&] {
     const scalar_t* mem0_ptr = mem0.has_value() ? mem0->data_ptr<scalar_t>() : nullptr;
     dispatch_reset(reset, reset_delay, [&](auto r, auto delay) {
-      constexpr Reset R = decltype(r)::value;
-      constexpr bool kDelay = decltype(delay)::value;
-      const auto kernel = in_place ? forward_kernel<scalar_t, R, kDelay, true>
-                                   : forward_kernel<scalar_t, R, kDelay, false>;
-      kernel(x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
-             mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps,
-             m);
+      forward_kernel<scalar_t, decltype(r)::value, decltype(delay)::value>(
+          x.data_ptr<scalar_t>(), x_step, mem0_ptr, params, spk.data_ptr<scalar_t>(),
+          mem.data_ptr<scalar_t>(), reset_delay ? nullptr : pre.data_ptr<scalar_t>(), steps, m);
     });
   });
   return {spk, mem, pre};
-}
-
-Triple lif_forward_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& mem0,
-                       const at::Tensor& beta, const at::Tensor& threshold,
-                       const at::Tensor& graded, int64_t /*surrogate*/, double /*p0*/,
-                       double /*p1*/, int64_t reset, bool reset_delay) {
-  return forward_cpu(x, mem0, beta, threshold, graded, reset, reset_delay, /*in_place=*/false);
 }
 
 using Octet = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -458,13 +444,6 @@ Octet lif_backward_masked_cpu(const c10::optional<at::Tensor>& grad_spk,
 }
 
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu_in_place(
-    const at::Tensor& x, const at::Tensor& beta, const at::Tensor& threshold,
-    const at::Tensor& graded, int64_t reset, bool reset_delay) {
-  return forward_cpu(x, c10::nullopt, beta, threshold, graded, reset, reset_delay,
-                     /*in_place=*/true);
-}
 
 TORCH_LIBRARY_IMPL(snnkernels, CPU, m) {
   m.impl("lif_forward", &lif_forward_cpu);
