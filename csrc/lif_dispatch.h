@@ -1,5 +1,5 @@
-// Turns the runtime (surrogate, reset, reset_delay) choice into template arguments once, outside
-// every loop, for both the CPU and the CUDA kernels.
+// Turns the runtime (surrogate, reset, reset_delay, mask) choice into template arguments once,
+// outside every loop, for both the CPU and the CUDA kernels.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -65,6 +65,20 @@ void dispatch_backward(int64_t surrogate, int64_t reset, bool reset_delay, bool 
       }
     });
   });
+}
+
+// Calls f(std::integral_constant<Mask, K>{}) (Mask::None: the dense backward).
+template <typename F>
+void dispatch_mask(Mask kind, F&& f) {
+  switch (kind) {
+    case Mask::None:
+      return f(std::integral_constant<Mask, Mask::None>{});
+    case Mask::TopK:
+      return f(std::integral_constant<Mask, Mask::TopK>{});
+    case Mask::ActiveWindow:
+      return f(std::integral_constant<Mask, Mask::ActiveWindow>{});
+  }
+  TORCH_CHECK(false, "snnkernels: unknown mask id ", static_cast<int64_t>(kind));
 }
 
 }  // namespace snnkernels

@@ -398,21 +398,13 @@ Octet backward_cpu(const c10::optional<at::Tensor>& grad_spk,
                              compact && window ? row_ptr.data_ptr<int64_t>() : nullptr};
     dispatch_backward(surrogate, reset, reset_delay, param_grads, [&](auto s, auto r, auto delay,
                                                                       auto with_params) {
-      auto run = [&](auto kind) {
+      dispatch_mask(spec.kind, [&](auto kind) {
         backward_kernel<T, decltype(s)::value, decltype(r)::value, decltype(delay)::value,
                         decltype(kind)::value, decltype(with_params)::value>(
             grad_spk, grad_mem, mem.data_ptr<T>(), reset_delay ? nullptr : pre_reset.data_ptr<T>(),
             mem0_ptr, params, static_cast<T>(p0), static_cast<T>(p1), spec, out,
             g.mem0.data_ptr<T>(), gb, gt, gg, steps, m);
-      };
-      switch (spec.kind) {
-        case Mask::None:
-          return run(std::integral_constant<Mask, Mask::None>{});
-        case Mask::TopK:
-          return run(std::integral_constant<Mask, Mask::TopK>{});
-        case Mask::ActiveWindow:
-          return run(std::integral_constant<Mask, Mask::ActiveWindow>{});
-      }
+      });
     });
   });
   g.reduce_params(param_grads, reduce_periodic, beta, threshold, graded);

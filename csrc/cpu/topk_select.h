@@ -1,7 +1,7 @@
-// TopK's selection on the CPU (lif_cpu.cpp's masked backward): the k entries of a row with the largest |g|,
-// ties to the lower index, as ascending indices. Portable steps here; the float32 AVX-512 steps in
-// topk_select_avx512.cpp, taken where cpu::use_avx512() (policy.h). Both give the same bits
-// (tests/test_topk_selection.py).
+// TopK's selection on the CPU (lif_cpu.cpp's masked backward): the k entries of a row with the
+// largest |g|, ties to the lower index, as ascending indices. Portable steps here; the float32
+// AVX-512 steps in topk_select_avx512.cpp, taken where cpu::use_avx512() (policy.h). Both give
+// the same bits (tests/sparse/test_topk_selection.py).
 #pragma once
 
 #include <algorithm>

@@ -86,6 +86,14 @@ def _panels(count: int, panel_size=(4.8, 3.8)):
     return figure, axes
 
 
+def _dataset_panels(rows: list[dict]):
+    """A figure with a panel per dataset: (figure, [(axes, dataset, the dataset's rows)])."""
+    datasets = ordered(r["dataset"] for r in rows)
+    figure, panels = _panels(len(datasets))
+    return figure, [(axes, dataset, [r for r in rows if r["dataset"] == dataset])
+                    for axes, dataset in zip(panels, datasets)]
+
+
 def _robust_vs_eps(rows: list[dict], dataset: str, norm: str, path: str) -> str:
     figure, (axes,) = _panels(1, (6.4, 4.4))
     spans_grid = is_grid(rows)
@@ -165,11 +173,9 @@ def _forest(labelled: list[dict], pooled_rows: list[dict], path: str) -> str:
 
 
 def _throughput_vs_density(rows: list[dict], path: str) -> str:
-    datasets = ordered(r["dataset"] for r in rows)
-    figure, panels = _panels(len(datasets))
+    figure, panels = _dataset_panels(rows)
     spans_grid = is_grid(rows)
-    for axes, dataset in zip(panels, datasets):
-        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+    for axes, dataset, dataset_rows in panels:
         by_arm = {(r["arm"], grid_point(r)): r for r in dataset_rows}
         sparse = [r for r in dataset_rows if r["twin"] and not math.isnan(r["density"].mean)]
         for twin in ordered((r["twin"], grid_point(r)) for r in sparse):
@@ -218,11 +224,9 @@ def mid_point(row_points: list[tuple[str, float]]) -> tuple[str, float] | None:
 
 
 def _robust_vs_throughput(rows: list[dict], path: str) -> str:
-    datasets = ordered(r["dataset"] for r in rows)
-    figure, panels = _panels(len(datasets))
+    figure, panels = _dataset_panels(rows)
     spans_grid = is_grid(rows)
-    for axes, dataset in zip(panels, datasets):
-        dataset_rows = [r for r in rows if r["dataset"] == dataset]
+    for axes, dataset, dataset_rows in panels:
         point = mid_point(ordered(p for r in dataset_rows for p in r["robust"]))
         if point is None:
             axes.text(0.5, 0.5, "no robust accuracy recorded", ha="center", va="center",

@@ -67,6 +67,17 @@ def reference_h(spk, mem, reset_delay):
     return mem + (spk - (previous > THR).double()) * THR
 
 
+def reference_fractions(current, kw, seed):
+    """fractions() of the reference LIF on `current` (requiring grad) with snnkernels.lif's
+    keyword arguments kw, under upstream_loss(seed)."""
+    current.retain_grad()
+    spk, mem = reference.lif(current, 0.85, THR, **kw)
+    upstream_loss(spk, mem, seed=seed).backward()
+    mask = kw["sparse"]
+    width = mask.width if isinstance(mask, sp.ActiveWindow) else None
+    return fractions(spk, current.grad, reference_h(spk, mem, kw["reset_delay"]), width)
+
+
 def only_layer(recording) -> mechanism.LayerMetrics:
     layers = recording.layers()
     assert len(layers) == 1, layers
@@ -89,11 +100,7 @@ def assert_counts(got: mechanism.LayerMetrics, want):
 def test_lif_counts_match_reference(mask, reset_delay):
     kw = dict(surrogate=S.fast_sigmoid(), reset_delay=reset_delay, sparse=mask)
     x = rand(7, 5, 12, seed=1, scale=0.6, shift=0.3)
-    x_ref = x.clone().requires_grad_(True)
-    spk, mem = reference.lif(x_ref, 0.85, THR, **kw)
-    upstream_loss(spk, mem, seed=2).backward()
-    width = mask.width if isinstance(mask, sp.ActiveWindow) else None
-    want = fractions(spk, x_ref.grad, reference_h(spk, mem, reset_delay), width)
+    want = reference_fractions(x.clone().requires_grad_(True), kw, seed=2)
 
     x_ours = x.clone().requires_grad_(True)
     with mechanism.record() as rec:
@@ -150,13 +157,8 @@ def test_linear_lif_counts_match_reference(synapse, mask, reset_delay):
                                              reset_delay, mask)
         assert torch.ops.snnkernels.linear_lif_forward(x, *args)[3].tolist() == [True]
     kw = dict(surrogate=S.fast_sigmoid(), reset_delay=reset_delay, sparse=mask)
-    w_ref = weight.clone().requires_grad_(True)
-    current = torch.matmul(x, w_ref.t()) + bias
-    current.retain_grad()
-    spk, mem = reference.lif(current, 0.85, THR, **kw)
-    upstream_loss(spk, mem, seed=12).backward()
-    width = mask.width if isinstance(mask, sp.ActiveWindow) else None
-    want = fractions(spk, current.grad, reference_h(spk, mem, reset_delay), width)
+    want = reference_fractions(torch.matmul(x, weight.clone().requires_grad_(True).t()) + bias,
+                               kw, seed=12)
 
     w_ours = weight.clone().requires_grad_(True)
     with mechanism.record() as rec:
