@@ -18,24 +18,6 @@ namespace {
 
 using namespace cpu;
 
-// One step of one chunk: u_prev -> u_out (and h_out = the pre-reset membrane without a reset
-// delay). A function of its own with __restrict__ parameters so GCC vectorizes it (lif_cpu.cpp).
-template <typename T, Reset R, bool kDelay, bool kUniform>
-void step_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
-              T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
-              const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
-  const UniformParams<T> one(beta_c, thr, graded);
-  for (int64_t i = 0; i < len; ++i) {
-    T s, u;
-    const T h = lif_step<R, kDelay>(x[i], u_prev[i], kUniform ? one.beta : beta_c[i],
-                                    kUniform ? one.thr : thr[i],
-                                    kUniform ? one.graded : graded[i], &s, &u);
-    spk[i] = s;
-    u_out[i] = u;
-    if constexpr (!kDelay) h_out[i] = h;
-  }
-}
-
 // Neurons per chunk of the backward: as many as fit constant_task_bytes() with `arrays` arrays of
 // one value per neuron besides the trajectory (T rows, two arrays without a reset delay), in
 // multiples of 64, at least 64 (lif_cpu's chunk_width when that is smaller), at most M (a long
@@ -53,7 +35,7 @@ void forward_kernel(const T* __restrict__ x, const T* __restrict__ mem0, Params 
   const int64_t width = chunk_width(m);
   const int64_t chunks = (m + width - 1) / width;
   const auto row_fn =
-      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
+      params.uniform() ? forward_row<T, R, kDelay, true> : forward_row<T, R, kDelay, false>;
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     constexpr int64_t kBase = ChunkParams<T>::kArrays;
     Scratch<T> scratch(kBase + 3, width);
@@ -87,7 +69,7 @@ void backward_kernel(const c10::optional<at::Tensor>& grad_spk, const T* __restr
   const int64_t width = backward_chunk_width<T>(steps, m, kDelay, kRows);
   const int64_t chunks = (m + width - 1) / width;
   const auto step_fn =
-      params.uniform() ? step_row<T, R, kDelay, true> : step_row<T, R, kDelay, false>;
+      params.uniform() ? forward_row<T, R, kDelay, true> : forward_row<T, R, kDelay, false>;
   const auto grad_fn =
       params.uniform() ? backward_row<T, S, R, kDelay, kParamGrads, true, /*kSumX=*/true>
                        : backward_row<T, S, R, kDelay, kParamGrads, false, /*kSumX=*/true>;

@@ -41,26 +41,6 @@ namespace {
 
 using namespace cpu;
 
-// One time step of one chunk. The loops live in functions of their own because GCC trusts
-// __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
-// the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
-template <typename T, Reset R, bool kDelay, bool kUniform>
-void forward_row(const T* __restrict__ x, T* __restrict__ state, const T* __restrict__ beta_c,
-                 const T* __restrict__ thr, const T* __restrict__ graded, T* __restrict__ spk,
-                 T* __restrict__ mem, T* __restrict__ pre, int64_t len) {
-  const UniformParams<T> one(beta_c, thr, graded);
-  for (int64_t i = 0; i < len; ++i) {
-    T s, u;
-    const T h = lif_step<R, kDelay>(x[i], state[i], kUniform ? one.beta : beta_c[i],
-                                    kUniform ? one.thr : thr[i],
-                                    kUniform ? one.graded : graded[i], &s, &u);
-    spk[i] = s;
-    mem[i] = u;
-    if constexpr (!kDelay) pre[i] = h;
-    state[i] = u;
-  }
-}
-
 template <typename T, Reset R, bool kDelay>
 void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict__ mem0,
                     Params params, T* __restrict__ spk, T* __restrict__ mem, T* __restrict__ pre,
@@ -72,20 +52,17 @@ void forward_kernel(const T* __restrict__ x, int64_t x_step, const T* __restrict
   at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch<T> scratch(ChunkParams<T>::kArrays + 1, width);
     ChunkParams<T> cp(scratch);
-    T* __restrict__ state = scratch.array(ChunkParams<T>::kArrays);
+    T* __restrict__ zeros = scratch.array(ChunkParams<T>::kArrays);
     for (int64_t c = c_begin; c < c_end; ++c) {
       const int64_t n0 = c * width;
       const int64_t len = std::min(width, m - n0);
       cp.load(params, n0, len);
-      if (mem0 != nullptr) {
-        std::copy(mem0 + n0, mem0 + n0 + len, state);
-      } else {
-        std::fill(state, state + len, T(0));
-      }
+      const T* first_prev = mem0 != nullptr ? mem0 + n0 : zeros;
+      if (mem0 == nullptr) std::fill(zeros, zeros + len, T(0));
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t off = t * m + n0;
-        row_fn(x + t * x_step + n0, state, cp.beta_c, cp.thr, cp.graded, spk + off, mem + off,
-               kDelay ? nullptr : pre + off, len);
+        row_fn(x + t * x_step + n0, t > 0 ? mem + off - m : first_prev, mem + off,
+               kDelay ? nullptr : pre + off, cp.beta_c, cp.thr, cp.graded, spk + off, len);
       }
     }
   });

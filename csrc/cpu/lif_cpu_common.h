@@ -1,6 +1,6 @@
 // Pieces shared by the CPU LIF kernels (lif_cpu.cpp: the forward, the dense and the masked
-// backward; lif_constant_cpu.cpp): chunking, per-task scratch, parameters, the dense backward's
-// row.
+// backward; lif_constant_cpu.cpp): chunking, per-task scratch, parameters, the forward's and
+// the dense backward's rows.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -156,6 +156,26 @@ GradRows<T> grad_rows(const c10::optional<at::Tensor>& g, int64_t n0, int64_t le
 inline void check_cpu_dtype(const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "snnkernels: on the CPU x must be float32 or float64, got ", x.scalar_type());
+}
+
+// One time step of one chunk of the forward: u_prev -> u_out, spk, and h_out = the pre-reset
+// membrane without a reset delay. The loops live in functions of their own because GCC trusts
+// __restrict__ on parameters, not on pointers loaded from a lambda's captures or a struct: with
+// the loop inline in the kernel it gave up ("complicated access pattern") and did not vectorize.
+template <typename T, Reset R, bool kDelay, bool kUniform>
+void forward_row(const T* __restrict__ x, const T* __restrict__ u_prev, T* __restrict__ u_out,
+                 T* __restrict__ h_out, const T* __restrict__ beta_c, const T* __restrict__ thr,
+                 const T* __restrict__ graded, T* __restrict__ spk, int64_t len) {
+  const UniformParams<T> one(beta_c, thr, graded);
+  for (int64_t i = 0; i < len; ++i) {
+    T s, u;
+    const T h = lif_step<R, kDelay>(x[i], u_prev[i], kUniform ? one.beta : beta_c[i],
+                                    kUniform ? one.thr : thr[i],
+                                    kUniform ? one.graded : graded[i], &s, &u);
+    spk[i] = s;
+    u_out[i] = u;
+    if constexpr (!kDelay) h_out[i] = h;
+  }
 }
 
 // One time step of one chunk of the dense backward, walking backwards (a function of its own:
