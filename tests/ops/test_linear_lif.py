@@ -76,8 +76,8 @@ def test_same_bits_twice_and_for_any_thread_count(restore_num_threads, spec, dty
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("synapse", ["gemm", "event"])
 def test_forward_is_lif_of_the_current_bit_for_bit(synapse, dtype, reset_delay, reset):
-    # On the CPU the LIF writes the membrane over linear_lif's current: spk, mem and the
-    # pre-reset membrane must still be lif_forward's bits on that current, every element.
+    # spk, mem and the pre-reset membrane are lif_forward's bits on the layer's current, every
+    # element, whichever synapse made the current.
     t, b, f, n = 7, 9, 130, 160  # n >= 128 and 3% spikes: the event-driven synapse
     g = generator(3)
     if synapse == "event":
