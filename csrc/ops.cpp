@@ -65,7 +65,6 @@ static std::string build_info() {
       {"chunk_neurons", max_chunk()}, {"masked_chunk_neurons", max_masked_chunk()},
       {"constant_task_bytes", constant_task_bytes()},
       {"weight_grad_parts", weight_grad_parts()}, {"topk_block_ratio", topk_block_ratio()},
-      {"sparse_scatter_max_bytes", scatter_max_bytes()},
       {"cpu_cache_min_bytes", pool_min_bytes()}};
   const char* sep = "";
   for (const auto& [name, value] : counts) {

@@ -5,8 +5,8 @@
 //   grad_weight[n, :] = sum over the entries (r, v) in column n of v * x[r, :]
 //   grad_bias[n]      = sum over the entries in column n of v
 // Deterministic: every output element is owned by one task, which sums its terms in ascending
-// entry order (grad_x) or ascending row order (grad_weight, by either of its two paths; grad_bias
-// in one pass), so the bits never depend on the thread count.
+// entry order (grad_x) or ascending row order (grad_weight; grad_bias in one pass), so the bits
+// never depend on the thread count.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "../lif_checks.h"
-#include "policy.h"
 #include "simd.h"
 
 namespace snnkernels {
@@ -109,14 +108,6 @@ void grad_x_kernel(Rows rows, const T* values, const int32_t* indices, const T* 
   });
 }
 
-// grad_weight[j, :] = sum over column j's entries (r, v), in ascending r, of v * x[r, :], by one
-// of two paths with the same sums in the same order (so the same bits):
-// - gather (wide layers): the entries sorted by neuron, then each row of grad_weight is a
-//   gathered sum of x's rows, in registers;
-// - scatter (grad_weight of at most cpu::scatter_max_bytes(), policy.h, so it stays in L2): x's
-//   rows walked in order, each entry adding v * x[r, :] onto row j of grad_weight. No sort and
-//   no packed copy of x.
-
 // The entries by neuron: column j's (row, value) pairs in ascending row order (a stable
 // counting sort, O(nnz)), so grad_weight's rows are gathered sums.
 template <typename T>
@@ -147,7 +138,9 @@ Columns<T> by_neuron(Rows rows, const T* values, const int32_t* indices, int64_t
   return c;
 }
 
-// Gather: a task owns a block of columns (its packed [R, kBlock] slice of x) and a range of
+// grad_weight[j, :] = sum over column j's entries (r, v), in ascending r, of v * x[r, :]: the
+// entries sorted by neuron, then each row of grad_weight a gathered sum of x's rows, in
+// registers. A task owns a block of columns (its packed [R, kBlock] slice of x) and a range of
 // neurons.
 template <typename T>
 void grad_weight_gather(Rows rows, const T* values, const int32_t* indices, const T* x,
@@ -170,44 +163,6 @@ void grad_weight_gather(Rows rows, const T* values, const int32_t* indices, cons
                    packed.data(), kBlock, grad_weight + j * f + f0, len);
       }
     }
-  });
-}
-
-// Scatter: a task owns a range of neurons [j0, j1) (rows of grad_weight, zeroed first) and skips
-// the other entries. (Splitting columns of grad_weight between tasks instead ran 2 threads
-// slower than 1.)
-template <typename T>
-inline __attribute__((always_inline)) void scatter_rows_impl(
-    Rows rows, const T* values, const int32_t* indices, const T* __restrict__ x,
-    T* __restrict__ grad_weight, int64_t num_rows, int64_t f, int64_t j0, int64_t j1) {
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const T* __restrict__ xr = x + r * f;
-    for (int64_t e = rows.begin(r); e < rows.end(r); ++e) {
-      const int64_t j = indices[e];
-      if (j < j0 || j >= j1) continue;
-      const T v = values[e];
-      T* __restrict__ dst = grad_weight + j * f;
-      for (int64_t i = 0; i < f; ++i) dst[i] += v * xr[i];
-    }
-  }
-}
-SNN_CLONES void scatter_rows(Rows rows, const float* values, const int32_t* indices,
-                             const float* x, float* grad_weight, int64_t num_rows, int64_t f,
-                             int64_t j0, int64_t j1) {
-  scatter_rows_impl(rows, values, indices, x, grad_weight, num_rows, f, j0, j1);
-}
-SNN_CLONES void scatter_rows(Rows rows, const double* values, const int32_t* indices,
-                             const double* x, double* grad_weight, int64_t num_rows, int64_t f,
-                             int64_t j0, int64_t j1) {
-  scatter_rows_impl(rows, values, indices, x, grad_weight, num_rows, f, j0, j1);
-}
-
-template <typename T>
-void grad_weight_scatter(Rows rows, const T* values, const int32_t* indices, const T* x,
-                         T* grad_weight, int64_t num_rows, int64_t n, int64_t f) {
-  std::fill(grad_weight, grad_weight + n * f, T(0));
-  at::parallel_for(0, n, 1, [&](int64_t j0, int64_t j1) {
-    scatter_rows(rows, values, indices, x, grad_weight, num_rows, f, j0, j1);
   });
 }
 
@@ -243,10 +198,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_sparse_backward_cpu(
       grad_x_kernel(rows, val, idx, weight.data_ptr<T>(), grad_x.data_ptr<T>(), num_rows, n, f);
     }
     if (need_weight) {
-      const auto grad_weight_of = n * f * int64_t(sizeof(T)) <= cpu::scatter_max_bytes()
-                                      ? grad_weight_scatter<T>
-                                      : grad_weight_gather<T>;
-      grad_weight_of(rows, val, idx, x.data_ptr<T>(), grad_weight.data_ptr<T>(), num_rows, n, f);
+      grad_weight_gather(rows, val, idx, x.data_ptr<T>(), grad_weight.data_ptr<T>(), num_rows, n,
+                         f);
     }
     if (need_bias) grad_bias_kernel(rows, val, idx, grad_bias.data_ptr<T>(), num_rows, n);
   });

@@ -85,11 +85,6 @@ SNN_POLICY(int64_t, constant_task_bytes, "SNNKERNELS_CONSTANT_TASK_BYTES", 32 <<
 // with one range each core read all of x and grad.
 SNN_POLICY(int64_t, weight_grad_parts, "SNNKERNELS_WEIGHT_GRAD_PARTS", 2, 1, 1024)
 
-// linear_sparse_backward's weight gradient scatters each entry onto its row in x's row order
-// while grad_weight takes at most this many bytes (it stays in L2), else gathers each row from
-// the entries sorted by neuron.
-SNN_POLICY(int64_t, scatter_max_bytes, "SNNKERNELS_SPARSE_SCATTER_MAX_BYTES", 1 << 20, 0, kNoLimit)
-
 // TopK's selection bounds the k-th largest |g| by block maxima when k * this <= N (cheap for
 // small k), else by a histogram (or with AVX-512 by counting).
 SNN_POLICY(int64_t, topk_block_ratio, "SNNKERNELS_TOPK_BLOCK_RATIO", 32, 1, kNoLimit)
