@@ -145,6 +145,7 @@ Columns<T> by_neuron(Rows rows, const T* values, const int32_t* indices, int64_t
 template <typename T>
 void grad_weight_gather(Rows rows, const T* values, const int32_t* indices, const T* x,
                         T* grad_weight, int64_t num_rows, int64_t n, int64_t f) {
+  if (f == 0) return;  // grad_weight [N, 0]: nothing to write
   const Columns<T> c = by_neuron(rows, values, indices, num_rows, n);
   const int64_t f_blocks = (f + kBlock - 1) / kBlock;
   const int64_t want = 2 * static_cast<int64_t>(at::get_num_threads());

@@ -194,11 +194,10 @@ def test_sparse_synaptic_backward_with_an_empty_dimension(restore_num_threads, f
 
 
 @pytest.mark.parametrize("csr", [False, True], ids=["ell", "csr"])
-@pytest.mark.parametrize("f,n", [(64, 64), (380, 380)], ids=["scatter", "gather"])
-def test_sparse_synaptic_backward_paths(restore_num_threads, f, n, csr):
-    """grad_weight has two CPU paths, by its size (scatter up to 1 MiB: 64 x 64 float64; gather
-    above: 380 x 380): each equals the dense products (float64, GRAD_TOL) and gives the same bits
-    on 1 and 2 threads."""
+@pytest.mark.parametrize("f,n", [(64, 64), (380, 380)], ids=["one-column-block", "several"])
+def test_sparse_synaptic_backward_sizes(restore_num_threads, f, n, csr):
+    """grad_weight of one and of several column blocks equals the dense products (float64,
+    GRAD_TOL) and gives the same bits on 1 and 2 threads."""
     rows, k = 50, 5
     g = generator(12)
     values = torch.randn(rows, k, generator=g, dtype=torch.float64)
