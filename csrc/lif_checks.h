@@ -45,8 +45,9 @@ inline void check_state(const c10::optional<at::Tensor>& mem0, const at::Tensor&
 
 // A linear layer's bias of N outputs for x: None, or contiguous [N] of x's dtype.
 inline void check_bias(const c10::optional<at::Tensor>& bias, int64_t n, const at::Tensor& x) {
-  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->numel() == n &&
-                                    bias->is_contiguous() && bias->scalar_type() == x.scalar_type()),
+  TORCH_CHECK(!bias.has_value() ||
+                  (bias->dim() == 1 && bias->numel() == n && bias->is_contiguous() &&
+                   bias->scalar_type() == x.scalar_type()),
               "snnkernels: bias must be contiguous [N = ", n, "] of x's dtype");
 }
 
@@ -60,7 +61,8 @@ inline bool broadcast_over_steps(const at::Tensor& g, const at::Tensor& mem) {
 
 // Upstream gradient: full [T, M], one element broadcast to [T, M], or (CPU) one row broadcast
 // over the T steps.
-inline void check_grad(const c10::optional<at::Tensor>& g, const char* name, const at::Tensor& mem) {
+inline void check_grad(const c10::optional<at::Tensor>& g, const char* name,
+                       const at::Tensor& mem) {
   if (!g.has_value()) return;
   if ((g->numel() == 1 && mem.numel() != 1) || broadcast_over_steps(*g, mem)) {
     TORCH_CHECK(g->scalar_type() == mem.scalar_type() && g->device() == mem.device(),

@@ -55,7 +55,8 @@ static std::string build_info() {
   info += ", \"openmp\": false";
 #endif
   using namespace cpu;  // policy.h: reading every value here validates its environment variable
-  info += ", \"event_max_density\": {\"float32\": " + std::to_string(event_max_density(at::kFloat)) +
+  info += ", \"event_max_density\": {\"float32\": " +
+          std::to_string(event_max_density(at::kFloat)) +
           ", \"float64\": " + std::to_string(event_max_density(at::kDouble)) + "}";
   info += ", \"event_min_width\": " + std::to_string(event_min_width());
   info += ", \"narrow_max_width\": " + std::to_string(narrow_max_width());
@@ -90,8 +91,9 @@ TORCH_LIBRARY(snnkernels, m) {
   // grad_spk / grad_mem: [T, M], a 1-element tensor broadcast to [T, M], or None (zero).
   // Returns grad_x [T, M] and grad_mem0 [M]; with param_grads, the gradients of beta (clamp
   // mask applied), threshold and graded in their own shapes, summed in a fixed order (time, then
-  // neurons ascending, in 8 interleaved lanes for a scalar, on the CPU; a fixed tree on CUDA) so the bits never depend on the thread
-  // count or launch configuration; else three empty tensors.
+  // neurons ascending, in 8 interleaved lanes for a scalar, on the CPU; a fixed tree on CUDA) so
+  // the bits never depend on the thread count or launch configuration; else three empty
+  // tensors.
   m.def(
       "lif_backward(Tensor? grad_spk, Tensor? grad_mem, Tensor mem, Tensor pre_reset, "
       "Tensor? mem0, Tensor beta, Tensor threshold, Tensor graded, int surrogate, float p0, "

@@ -6,10 +6,10 @@
 //                                  x[r, f] * grad[r, :]                   (grad [R, N]),
 //                      summed over each of a fixed number of row ranges, then those added
 // Cost O(nnz(x) * N) against the GEMMs' O(R * F * N). linear_lif picks these over the GEMMs by
-// the rule in spike_linear.h (thresholds in policy.h). Deterministic: every output row (for spike_weight_grad,
-// every row of each half's partial) is summed by one task in a fixed order, so the bits do not
-// depend on the thread count; they differ from the GEMM's in rounding only (another summation
-// order).
+// the rule in spike_linear.h (thresholds in policy.h). Deterministic: every output row (for
+// spike_weight_grad, every row of each half's partial) is summed by one task in a fixed order,
+// so the bits do not depend on the thread count; they differ from the GEMM's in rounding only
+// (another summation order).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -107,10 +107,11 @@ void weight_grad_features(const T* xp, int64_t rows, int64_t f, const T* gp, int
 }
 
 void check_dense_2d(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 2 && t.is_contiguous(), "snnkernels: ", name, " must be contiguous 2-D, got ",
-              t.sizes());
+  TORCH_CHECK(t.dim() == 2 && t.is_contiguous(), "snnkernels: ", name,
+              " must be contiguous 2-D, got ", t.sizes());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "snnkernels: on the CPU ", name, " must be float32 or float64, got ", t.scalar_type());
+              "snnkernels: on the CPU ", name, " must be float32 or float64, got ",
+              t.scalar_type());
 }
 
 }  // namespace
@@ -120,7 +121,8 @@ at::Tensor spike_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   check_dense_2d(x, "x");
   check_dense_2d(weight, "weight");
   TORCH_CHECK(weight.size(1) == x.size(1) && weight.scalar_type() == x.scalar_type(),
-              "snnkernels: weight must be [N, F = ", x.size(1), "] of x's dtype, got ", weight.sizes());
+              "snnkernels: weight must be [N, F = ", x.size(1), "] of x's dtype, got ",
+              weight.sizes());
   const int64_t rows = x.size(0), f = x.size(1), n = weight.size(0);
   check_bias(bias, n, x);
   at::Tensor out = empty_output({rows, n}, x.options());

@@ -1,6 +1,7 @@
 // TopK's selection steps for float32 keys with AVX-512 (topk_select.h): compaction by
 // vpcompressd, the pick and, for larger k, the lower bound by vector compares instead of the
-// portable branches and histogram. Same candidates and picks as the portable steps, so the same bits.
+// portable branches and histogram. Same candidates and picks as the portable steps, so the same
+// bits.
 #if defined(__x86_64__)
 #include "simd.h"
 #include "topk_select.h"
