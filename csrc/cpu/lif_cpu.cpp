@@ -74,7 +74,6 @@ struct MaskSpec {
   int64_t k;
   double width;
   bool temporal;
-  bool compact;
 };
 
 // g_h for one step of one chunk (first half of the split step; masked_step_grad_h in lif_math.h,
@@ -337,7 +336,7 @@ Octet backward_cpu(const c10::optional<at::Tensor>& grad_spk,
   check_backward_args(grad_spk, grad_mem, mem, pre_reset, mem0, beta, threshold, graded,
                       reset_delay);
   const MaskSpec spec{!masked ? Mask::None : check_mask_args(mask, row, k, width, m), row, k,
-                      width, temporal, compact};
+                      width, temporal};
   const bool window = spec.kind == Mask::ActiveWindow;
   const int64_t rows = steps * (m / row);
   const auto opts = mem.options();
