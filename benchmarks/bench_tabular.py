@@ -8,12 +8,13 @@ give the same losses (max relative difference printed; it must stay below 1e-6: 
 identical, but snnTorch's spike functions return float32 even for float64 input, so its
 gradients pass through float32 at every spike and agree with ours to ~1e-7 only). Then times one
 training step (forward, cross-entropy on spike counts, backward, SGD update) in float32, median
-of --reps, at T=25, B=256, F=64, hidden H x 2 for each --hidden (the float64 check runs on the
-CPU: the CUDA kernels take float32 and half types). Writes tabular_{device}.{md,json} to --out
-(default benchmarks/results). Also times TabularSNN with sparse=TopK(fraction=0.05)
-(meProp on the hidden layers; the second hidden layer's synaptic backward runs sparse), and the
-tutorial network itself after the README's two-line switch, `snnkernels.convert(model)` (its
-snntorch.Leaky layers replaced by snnkernels.nn.Leaky, still called once per step).
+of --reps with the networks taking turns step by step, at T=25, B=256, F=64, hidden H x 2 for
+each --hidden (the float64 check runs on the CPU: the CUDA kernels take float32 and half types).
+Writes tabular_{device}.{md,json} to --out (default benchmarks/results). Also times TabularSNN with
+sparse=TopK(fraction=0.05) (meProp on the hidden layers; the second hidden layer's synaptic
+backward runs sparse), and the tutorial network itself after the README's two-line switch,
+`snnkernels.convert(model)` (its snntorch.Leaky layers replaced by snnkernels.nn.Leaky, still
+called once per step).
 
     python benchmarks/bench_tabular.py [--hidden 128 512] [--reps 15] [--device cuda] [--out DIR]
 """
@@ -21,9 +22,9 @@ snntorch.Leaky layers replaced by snnkernels.nn.Leaky, still called once per ste
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -34,6 +35,7 @@ from torch import nn
 import snnkernels
 from snnkernels.models import TabularSNN
 from snnkernels.sparse import TopK
+from snnkernels.study.environment import describe
 
 T, B, F, CLASSES, BETA = 25, 256, 64, 2, 0.9
 SPARSE = TopK(fraction=0.05)
@@ -99,16 +101,20 @@ def same_losses(hidden: int, steps: int = 10) -> float:
     return worst
 
 
-def step_ms(model, x, y, reps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+def step_ms(models: dict, x, y, reps: int) -> dict:
+    """Median step time of each model in ms. The models take turns step by step, so a busy
+    spell of a shared machine falls on all of them alike and their ratios stay fair."""
+    opts = {name: torch.optim.SGD(m.parameters(), lr=0.01) for name, m in models.items()}
     for _ in range(3):
-        train_step(model, opt, x, y)
-    times = []
+        for name, m in models.items():
+            train_step(m, opts[name], x, y)
+    times = {name: [] for name in models}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        train_step(model, opt, x, y)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            train_step(m, opts[name], x, y)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def main() -> None:
@@ -128,11 +134,13 @@ def main() -> None:
             raise SystemExit(f"H={hidden}: float64 losses differ by {diff:.2e} (relative)")
         ours, ref = twins(hidden, torch.float32, device=dev)
         x, y = data(torch.float32, dev)
-        sparse, _ = twins(hidden, torch.float32, SPARSE, dev)
-        ours_ms, ref_ms = step_ms(ours, x, y, args.reps), step_ms(ref, x, y, args.reps)
-        sparse_ms = step_ms(sparse, x, y, args.reps)
-        converted = snnkernels.convert(twins(hidden, torch.float32, device=dev)[1])
-        converted_ms = step_ms(converted, x, y, args.reps)
+        ms = step_ms(dict(ours=ours, ref=ref,
+                          sparse=twins(hidden, torch.float32, SPARSE, dev)[0],
+                          converted=snnkernels.convert(twins(hidden, torch.float32,
+                                                             device=dev)[1])),
+                     x, y, args.reps)
+        ours_ms, ref_ms, sparse_ms, converted_ms = (ms[k] for k in ("ours", "ref", "sparse",
+                                                                    "converted"))
         rows.append(dict(hidden=hidden, snnkernels_ms=ours_ms, snntorch_ms=ref_ms,
                          speedup=ref_ms / ours_ms, topk5_ms=sparse_ms,
                          topk5_speedup=ref_ms / sparse_ms, converted_ms=converted_ms,
@@ -142,18 +150,20 @@ def main() -> None:
               f"{ref_ms / ours_ms:.1f}x dense, {ref_ms / sparse_ms:.1f}x TopK, "
               f"{ref_ms / converted_ms:.1f}x converted; 10 float64 steps: losses agree to "
               f"{diff:.1e}", flush=True)
-    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                cpu=platform.processor() or platform.machine(), device=dev,
-                gpu=torch.cuda.get_device_name() if dev == "cuda" else None,
+    env = describe(dev)
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                revision=env["git_revision"], torch=torch.__version__,
+                threads=torch.get_num_threads(), cpu=env["cpu"], device=dev, gpu=env.get("gpu"),
                 load_average=os.getloadavg()[0], setup=f"T={T}, B={B}, F={F}, SGD, float32")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"tabular_{dev}.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=2)
     with open(os.path.join(args.out, f"tabular_{dev}.md"), "w") as f:
         f.write("# TabularSNN vs the snnTorch-tutorial network: one training step\n\n")
-        f.write(f"{meta['setup']}; {meta['gpu'] or meta['cpu']}; torch {meta['torch']}, "
-                f"{meta['threads']} threads, "
-                f"1-min load average {meta['load_average']:.2f}; median of {args.reps}.\n\n")
+        f.write(f"{meta['date']}, revision {meta['revision']}; {meta['setup']}; "
+                f"{meta['gpu'] or meta['cpu']}; torch {meta['torch']}, {meta['threads']} threads, "
+                f"1-min load average {meta['load_average']:.2f}; median of {args.reps} steps, "
+                "the four networks taking turns step by step.\n\n")
         f.write("| hidden | snnkernels ms | TopK 5% ms | converted ms | snnTorch ms | speedup "
                 "dense | speedup TopK 5% | speedup converted | float64 loss rel. diff (10 steps) |\n")
         f.write("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
