@@ -37,17 +37,18 @@ def lif(
             float32/float16/bfloat16/float64 on CUDA (float32 arithmetic inside for the half
             types). Any strides (non-contiguous input is copied once; a CPU input broadcast over
             T, like `x.expand(T, ...)`, is read in place).
-        beta: the decay; a float, a 0-dim tensor, or a tensor broadcastable to x.shape[1:] on
-            x's device; differentiable when a tensor requires grad. Clamped to [0, 1] in the
-            forward (its gradient is 0 outside).
+        beta: the decay; a real number, or a floating-point tensor (any floating dtype)
+            broadcastable to x.shape[1:] on x's device (a 0-dim tensor may also be on the CPU);
+            differentiable when a tensor requires grad. Clamped to [0, 1] in the forward (its
+            gradient is 0 outside).
         threshold: the firing threshold; as beta (not clamped).
-        mem0: the initial membrane, broadcastable to x.shape[1:] (zeros when None);
-            differentiable.
+        mem0: the initial membrane (zeros when None): a floating-point tensor broadcastable to
+            x.shape[1:], on x's device (also when 0-dim), cast to x's dtype; differentiable.
         surrogate: None (atan(alpha=2.0), snnTorch's default) or an object from
             snnkernels.surrogate.
         reset_mechanism: "subtract" | "zero" | "none".
         reset_delay: as snnTorch's: True resets at the next step, False in the same step.
-        graded_spikes_factor: the spike's value; as beta.
+        graded_spikes_factor: the spike's value; as threshold (not clamped).
         sparse: None (dense, exact BPTT) or a mask from snnkernels.sparse (TopK, ActiveWindow),
             applied inside the fused backward to the rows of the last dimension of x; x's
             gradient is then the masked one. CPU and CUDA (same results: float32/float64 bit
@@ -59,11 +60,14 @@ def lif(
 
     Raises:
         TypeError: x not a floating-point tensor, a dtype the device's kernel does not take,
-            a parameter or mem0 of the wrong type, surrogate or sparse of an unknown kind,
+            a parameter that is not a real number or floating-point tensor (a bool included),
+            mem0 not None or a floating-point tensor, surrogate or sparse of an unknown kind,
             reset_delay not a bool.
         ValueError: a 0-dim x, a parameter or mem0 that does not broadcast to x.shape[1:] or
-            is on another device, an unknown reset_mechanism, a TopK k larger than the row.
-        RuntimeError: a CUDA tensor given to a CPU-only build.
+            is on another device, an unknown reset_mechanism, with sparse= a TopK k larger than
+            the row x.shape[-1] or a row longer than 2^31.
+        RuntimeError: a CUDA x given to a CPU-only build, or x on a device other than cpu,
+            cuda or meta.
     """
     neuron = _Neuron.checked(x, beta, threshold, graded_spikes_factor, mem0, surrogate,
                              reset_mechanism, reset_delay)
@@ -104,22 +108,28 @@ def lif_constant(
     snnkernels.lif on the expanded current.
 
     Args:
-        x: the current `[*batch]`, a floating-point tensor (dtypes and devices as snnkernels.lif's).
-        steps: the number of time steps, an int >= 0.
+        x: the current `[*batch]` (a 0-dim x is one neuron), a floating-point tensor; dtypes
+            and devices as snnkernels.lif's.
+        steps: the number of time steps, an int >= 0 (a Python int, not a bool).
         beta: as snnkernels.lif's, with x.shape in place of x.shape[1:].
-        threshold: as beta.
-        mem0: as snnkernels.lif's.
+        threshold: as beta (not clamped).
+        mem0: as snnkernels.lif's, broadcastable to x.shape.
         surrogate: as snnkernels.lif's.
         reset_mechanism: as snnkernels.lif's.
         reset_delay: as snnkernels.lif's.
-        graded_spikes_factor: as beta.
+        graded_spikes_factor: as threshold.
 
     Returns:
-        The spikes `[steps, *batch]`; x's gradient is summed over the steps.
+        The spikes `[steps, *batch]`, of x's dtype and device; x's gradient is summed over the
+            steps.
 
     Raises:
-        TypeError: x not a tensor; otherwise as snnkernels.lif.
-        ValueError: steps not an int >= 0; otherwise as snnkernels.lif.
+        TypeError: x not a floating-point tensor, a dtype the device's kernel does not take;
+            a parameter, mem0, surrogate or reset_delay of the wrong type (as snnkernels.lif).
+        ValueError: steps not an int >= 0; a parameter or mem0 that does not broadcast to
+            x.shape or is on another device, an unknown reset_mechanism (as snnkernels.lif).
+        RuntimeError: a CUDA x given to a CPU-only build, or x on a device other than cpu,
+            cuda or meta.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (the input current), got {type(x).__name__}")
