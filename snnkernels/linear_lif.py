@@ -30,9 +30,10 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
         x: the layer input [T, B, F]; dtypes and devices as snnkernels.lif's x.
         weight: [N, F], same dtype and device as x.
         bias: [N] or None, same dtype and device as x.
-        beta: a float, a 0-dim tensor, or a tensor broadcastable to [B, N]; differentiable
-            when it requires grad.
-        threshold: as beta.
+        beta: a real number, or a floating-point tensor broadcastable to the neuron shape
+            [B, N] on x's device (a 0-dim tensor may also be on the CPU); differentiable when
+            it requires grad. Clamped to [0, 1] in the forward, as snnkernels.lif's.
+        threshold: as beta (not clamped).
         surrogate: as snnkernels.lif's.
         reset_mechanism: as snnkernels.lif's.
         reset_delay: as snnkernels.lif's.
@@ -40,14 +41,19 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
             (t, b)).
 
     Returns:
-        The tuple (spk, mem) of the spikes and the membrane, both [T, B, N].
+        The tuple (spk, mem) of the spikes and the membrane, both [T, B, N], of x's dtype and
+            device.
 
     Raises:
-        TypeError: x, weight or bias not tensors, or of different dtypes; otherwise as
-            snnkernels.lif.
-        ValueError: x not [T, B, F], weight not [N, F] for it, bias not [N], tensors on
-            different devices, more than 2^31 - 1 rows `T * B` with sparse=; otherwise as
-            snnkernels.lif.
+        TypeError: x, weight or bias not tensors, x not floating-point, weight or bias of
+            another dtype than x, a dtype the device's kernel does not take; beta, threshold,
+            surrogate, sparse or reset_delay of the wrong type (as snnkernels.lif).
+        ValueError: x not [T, B, F], weight not [N, F] for it, bias not [N], weight or bias on
+            another device than x, beta or threshold that does not broadcast to [B, N] or is on
+            another device, an unknown reset_mechanism; with sparse=, a TopK k larger than N,
+            more than 2^31 neurons N or more than 2^31 - 1 rows `T * B`.
+        RuntimeError: a CUDA x given to a CPU-only build, or x on a device other than cpu,
+            cuda or meta.
     """
     args = op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_delay,
                    sparse)
