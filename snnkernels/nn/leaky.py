@@ -65,9 +65,11 @@ class Leaky(nn.Module):
 
     Raises:
         NotImplementedError: inhibition or state_quant.
-        ValueError: an unknown reset_mechanism or step_mode.
-        TypeError: reset_delay not a bool, a parameter that is not a number or tensor, an
-            unsupported spike_grad. Calls raise snnkernels.lif's errors.
+        ValueError: an unknown reset_mechanism or step_mode; a spike_grad from
+            snntorch.surrogate whose parameter is negative or not finite.
+        TypeError: reset_delay not a bool, a parameter that is not a number, a sequence of
+            numbers or a tensor, an unsupported spike_grad. Calls raise the errors listed
+            under forward and forward_sequence.
     """
 
     def __init__(
@@ -149,7 +151,14 @@ class Leaky(nn.Module):
 
     @property
     def spike_grad(self):
-        """What was given (None means atan(alpha=2.0)); self.surrogate is what the kernel runs."""
+        """What was given (None means atan(alpha=2.0)); self.surrogate is what the kernel runs.
+        Setting it resolves the new value as the constructor does.
+
+        Raises:
+            TypeError: set to a spike_grad the kernels do not support.
+            ValueError: set to a snntorch.surrogate factory's result with a negative or
+                non-finite parameter.
+        """
         return self._spike_grad
 
     @spike_grad.setter
@@ -167,6 +176,12 @@ class Leaky(nn.Module):
 
     @property
     def reset_mechanism(self) -> str:
+        """"subtract", "zero" or "none"; setting it changes the update and the
+        reset_mechanism_val buffer (on that buffer's device).
+
+        Raises:
+            ValueError: set to anything else.
+        """
         return self._reset_mechanism
 
     @reset_mechanism.setter
@@ -189,11 +204,20 @@ class Leaky(nn.Module):
         return self
 
     def reset_mem(self) -> torch.Tensor:
+        """Sets the stored state self.mem to zeros of its shape, dtype and device.
+
+        Returns:
+            The new self.mem.
+        """
         self.mem = torch.zeros_like(self.mem)
         return self.mem
 
     def init_leaky(self) -> torch.Tensor:
-        """Deprecated in snnTorch, use reset_mem."""
+        """Deprecated in snnTorch, use reset_mem.
+
+        Returns:
+            The new, zeroed self.mem (as reset_mem).
+        """
         return self.reset_mem()
 
     def detach_hidden(self) -> None:
@@ -208,6 +232,36 @@ class Leaky(nn.Module):
     # ---- forward ---------------------------------------------------------------------------
 
     def forward(self, input_, mem=None):
+        """One time step (step_mode="single"), or a whole sequence (step_mode="multi": the
+        same as forward_sequence(input_, mem)).
+
+        Args:
+            input_: single-step, the input current of one step `[*batch]` (a 0-dim tensor is
+                one neuron); float32/float64 on CPU, also float16/bfloat16 on CUDA (under
+                torch.autocast an input of another floating dtype is run in float32).
+            mem: the membrane to start from `[*batch]`, a tensor on input_'s device (stored as
+                self.mem); None continues from self.mem (single-step; step_mode="multi" starts
+                from zeros without init_hidden). A state whose shape is not the neuron
+                shape is replaced by zeros (a passed non-empty one with a warning). Must be
+                None with init_hidden.
+
+        Returns:
+            (spk, mem), both `[*batch]`, of the kernel's dtype (input_'s) and input_'s device;
+                with init_hidden spk alone, or (spk, mem) with output=True.
+
+        Raises:
+            TypeError: input_ or mem not a tensor, mem passed with init_hidden, a mem of the
+                neuron shape that is not floating-point; input_'s and the parameters' errors of
+                snnkernels.lif (x standing for input_, mem0 for mem).
+            ValueError: a non-empty mem on another device than input_; the parameters'
+                broadcast and device errors of snnkernels.lif (against the neuron shape).
+            RuntimeError: a CUDA input_ given to a CPU-only build.
+
+        Warns:
+            UserWarning: input_.shape[1:] is the non-empty stored state's shape (input_ looks
+                like a [T, ...] sequence; it is run as one step); mem's shape is not the neuron
+                shape.
+        """
         if self.step_mode == "multi":
             return self.forward_sequence(input_, mem)
         _check_tensor(input_)
@@ -225,7 +279,32 @@ class Leaky(nn.Module):
     def forward_sequence(self, x, mem=None):
         """Runs x [T, *batch] through the fused kernel from the initial membrane mem [*batch]
         (zeros when None; with init_hidden, the stored state). Returns spikes and membrane at
-        every step; with init_hidden, self.mem keeps the last membrane for the next call."""
+        every step; with init_hidden, self.mem keeps the last membrane for the next call.
+
+        Args:
+            x: the input current `[T, *batch]`, time-major, at least 1-dim; dtypes and devices
+                as forward's input_.
+            mem: the initial membrane `[*batch]`, a tensor on x's device (stored as self.mem);
+                a mem of another shape is replaced by zeros, with a warning. Must be None with
+                init_hidden.
+
+        Returns:
+            (spk, mem), both `[T, *batch]`, of the kernel's dtype (x's) and x's device; with
+                init_hidden spk alone, or (spk, mem) with output=True.
+
+        Raises:
+            TypeError: x or mem not a tensor, mem passed with init_hidden, a mem of the
+                neuron shape that is not floating-point; x's and the parameters' errors of
+                snnkernels.lif.
+            ValueError: a 0-dim x, a non-empty mem on another device than x; the parameters'
+                broadcast and device errors of snnkernels.lif.
+            RuntimeError: a CUDA x given to a CPU-only build.
+
+        Warns:
+            UserWarning: x (2-dim or more) has the shape of the non-empty stored state, i.e.
+                looks like one step (it is run as a sequence over dim 0); mem's shape is not
+                x.shape[1:].
+        """
         _check_tensor(x)
         if x.dim() < 1:
             raise ValueError("forward_sequence expects a time-major input [T, *batch], got a "
@@ -283,8 +362,20 @@ class Leaky(nn.Module):
 
 
 class LIF(Leaky):
-    """Leaky in multi-step mode: forward(x [T, *batch], mem0=None) -> (spk, mem), both
-    [T, *batch], one fused kernel call per sequence. Same constructor as Leaky."""
+    """Leaky in multi-step mode: forward(x [T, *batch], mem=None) -> (spk, mem), both
+    [T, *batch], one fused kernel call per sequence (Leaky.forward_sequence). Same constructor
+    as Leaky, with step_mode="multi" by default.
+
+    Args:
+        beta: as Leaky's.
+        *args: Leaky's other positional arguments, in its order (threshold, spike_grad, ...).
+        **kwargs: Leaky's keyword arguments; step_mode defaults to "multi".
+
+    Raises:
+        NotImplementedError: as Leaky's.
+        ValueError: as Leaky's.
+        TypeError: as Leaky's.
+    """
 
     def __init__(self, beta, *args, **kwargs):
         kwargs.setdefault("step_mode", "multi")
