@@ -25,9 +25,10 @@ class LinearLIF(nn.Module):
     forward's input must have the parameters' dtype and device (errors as linear_lif's).
 
     Args:
-        in_features: F, an int >= 1.
-        out_features: N, an int >= 1.
-        beta: the decay, a float (or a one-element floating-point tensor).
+        in_features: F, a Python int >= 1.
+        out_features: N, a Python int >= 1.
+        beta: the decay, a real number (or a one-element floating-point tensor), stored as a
+            float.
         threshold: the threshold, as beta.
         bias: whether the layer has a bias, a bool.
         surrogate: as snnkernels.lif's.
@@ -40,9 +41,10 @@ class LinearLIF(nn.Module):
         dtype: a floating-point dtype for the parameters (as nn.Linear's).
 
     Raises:
-        ValueError: a width that is not a positive int, an unknown reset_mechanism, a TopK k
-            larger than out_features.
-        TypeError: bias not a bool, beta or threshold not a number, dtype not floating-point,
+        ValueError: in_features or out_features not a positive int, an unknown
+            reset_mechanism, a TopK k larger than out_features.
+        TypeError: bias or reset_delay not a bool, beta or threshold not a real number or
+            one-element floating-point tensor, dtype not a floating-point torch.dtype,
             surrogate or sparse of an unknown kind.
     """
 
@@ -87,6 +89,21 @@ class LinearLIF(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
+        """Runs snnkernels.linear_lif on x with this layer's parameters and settings.
+
+        Args:
+            x: the input `[T, B, in_features]`, of the parameters' dtype and device.
+
+        Returns:
+            (spk, mem), both `[T, B, out_features]`, of x's dtype and device.
+
+        Raises:
+            TypeError: x not a tensor or not of the parameters' dtype, a dtype the device's
+                kernel does not take.
+            ValueError: x not `[T, B, in_features]`, x on another device than the
+                parameters; with sparse=, more than 2^31 - 1 rows `T * B`.
+            RuntimeError: a CUDA x given to a CPU-only build.
+        """
         return linear_lif(x, self.weight, self.bias, self.beta, self.threshold,
                           surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
                           reset_delay=self.reset_delay, sparse=self.sparse)
