@@ -33,7 +33,28 @@ class SpikingLinear(nn.Module):
     [T, B, H]. beta and threshold are per-layer floats, or per-neuron [H] Parameters when
     learnable. sparse: None or a mask from snnkernels.sparse for this layer's backward.
     constant_kernel: False makes a dense layer's from_constant run the fused LIF on the
-    expanded current, the kernel a sparse layer runs (like-for-like timing, study/throughput.py)."""
+    expanded current, the kernel a sparse layer runs (like-for-like timing, study/throughput.py).
+
+    Args:
+        in_features: F, the input width (nn.Linear's in_features).
+        out_features: H, the number of neurons (nn.Linear's out_features).
+        beta: the decay: a real number or a tensor as snnkernels.lif's beta; with learn_beta a
+            real number (its float() fills the [H] Parameter).
+        threshold: as beta (learn_threshold for the Parameter).
+        surrogate: None or a snnkernels.surrogate object (TabularSNN translates snnTorch's).
+        reset_mechanism: "subtract" | "zero" | "none".
+        reset_delay: as snnkernels.lif's.
+        learn_beta: make beta a learnable [H] Parameter (torch's default dtype and device).
+        learn_threshold: make threshold a learnable [H] Parameter.
+        sparse: None or snnkernels.sparse.TopK / ActiveWindow (rows of H neurons).
+
+    Raises:
+        TypeError: sparse of an unknown kind.
+        ValueError: a TopK k larger than out_features.
+
+    The other arguments are checked at the call, with snnkernels.lif's and linear_lif's
+    errors (a bad surrogate, reset_mechanism, reset_delay, beta or threshold).
+    """
 
     constant_kernel = True
 
@@ -52,7 +73,21 @@ class SpikingLinear(nn.Module):
         self.reset_delay = reset_delay
 
     def forward(self, current):
-        """current: the synaptic current [T, B, H] (already through self.linear)."""
+        """The fused LIF (snnkernels.lif, zero initial membrane) on the synaptic current.
+
+        Args:
+            current: the synaptic current `[T, B, H]` (already through self.linear); dtypes and
+                devices as snnkernels.lif's x (under torch.autocast a CPU half input is run in
+                float32).
+
+        Returns:
+            (spk, mem), both `[T, B, H]`.
+
+        Raises:
+            TypeError: as snnkernels.lif.
+            ValueError: as snnkernels.lif.
+            RuntimeError: as snnkernels.lif.
+        """
         return lif(_autocast.kernel_input(current), self.beta, self.threshold,
                    surrogate=self.surrogate, reset_mechanism=self.reset_mechanism,
                    reset_delay=self.reset_delay, sparse=self.sparse)
@@ -61,7 +96,23 @@ class SpikingLinear(nn.Module):
         """Spikes [steps, B, H] for the current [B, H] (already through self.linear) held over
         `steps` steps. Dense on the CPU: snnkernels.lif_constant (the backward recomputes the
         membrane instead of saving [steps, B, H] of it, and sums the current's gradient over
-        time itself). Otherwise the fused LIF on the expanded current."""
+        time itself). Otherwise the fused LIF on the expanded current.
+
+        Args:
+            current: the synaptic current `[B, H]`, a tensor; dtypes and devices as
+                snnkernels.lif's x.
+            steps: the number of time steps, an int >= 0.
+
+        Returns:
+            The spikes `[steps, B, H]`.
+
+        Raises:
+            TypeError: as snnkernels.lif_constant / snnkernels.lif.
+            ValueError: as snnkernels.lif_constant / snnkernels.lif; steps is checked
+                (ValueError) only on the dense CPU path, elsewhere it goes to
+                Tensor.expand unchecked.
+            RuntimeError: as snnkernels.lif.
+        """
         if (self.sparse is None and self.constant_kernel and current.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")):
             return lif_constant(current, steps, self.beta, self.threshold,
@@ -70,10 +121,23 @@ class SpikingLinear(nn.Module):
         return self(current.expand(steps, *current.shape))[0]
 
     def from_input(self, x):
-        """x: the layer's input [T, B, F]. Sparse, and dense on the CPU: the fused
+        """The layer on its input: sparse, and dense on the CPU, the fused
         snnkernels.linear_lif (its synaptic backward touches only the kept entries; on the CPU
         its GEMMs write into the output cache instead of fresh pages). Otherwise (CUDA, or
-        autocast, which casts nn.Linear's inputs): self.linear, then the fused LIF."""
+        autocast, which casts nn.Linear's inputs): self.linear, then the fused LIF.
+
+        Args:
+            x: the layer's input `[T, B, F]`, of self.linear's dtype and device.
+
+        Returns:
+            (spk, mem), both `[T, B, H]`.
+
+        Raises:
+            TypeError: as snnkernels.linear_lif.
+            ValueError: as snnkernels.linear_lif (on the dense CUDA / autocast path a wrong F
+                is nn.Linear's RuntimeError).
+            RuntimeError: as snnkernels.linear_lif.
+        """
         dense_elsewhere = x.device.type != "cpu" or torch.is_autocast_enabled(x.device.type)
         if self.sparse is None and dense_elsewhere:
             return self(self.linear(x))
@@ -127,9 +191,10 @@ class TabularSNN(nn.Module):
 
     Raises:
         ValueError: a width, in_features, num_classes or T that is not a positive int; an
-            unknown encoder, readout or reset_mechanism.
-        TypeError: hidden not a sequence, beta or threshold not a real number, seed not an int,
-            surrogate or sparse of an unknown kind (sparse: ValueError for a bad TopK k).
+            unknown encoder, readout or reset_mechanism; a TopK k larger than a hidden width;
+            a surrogate from snntorch.surrogate with a negative or non-finite parameter.
+        TypeError: hidden not iterable, beta or threshold not a real number, reset_delay not
+            a bool, seed not an int, surrogate or sparse of an unknown kind.
     """
 
     def __init__(self, in_features: int, hidden=(128,), num_classes: int = 2, T: int = 8, *,
@@ -171,6 +236,25 @@ class TabularSNN(nn.Module):
         self._generators: dict = {}
 
     def forward(self, x, record: bool = False):
+        """The logits of a batch, from zero membranes.
+
+        Args:
+            x: the features `[B, in_features]`, a floating-point tensor of the parameters'
+                dtype (another floating dtype under autocast) on their device.
+            record: also return every layer's spikes.
+
+        Returns:
+            The logits `[B, num_classes]`; with record=True the tuple (logits, spikes), spikes
+                the list of each layer's spikes `[T, B, width]` (hidden layers, then the output
+                layer).
+
+        Raises:
+            ValueError: x not a tensor of shape `[B, in_features]`, x on another device than
+                the model.
+            TypeError: x not floating-point, or (outside autocast) not of the parameters'
+                dtype; a dtype the device's kernel does not take.
+            RuntimeError: a CUDA x given to a CPU-only build.
+        """
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"TabularSNN expects x of shape [batch, {self.in_features}], "
@@ -206,7 +290,19 @@ class TabularSNN(nn.Module):
     def dense_copy(self, surrogate=None) -> "TabularSNN":
         """A deep copy that differentiates densely (sparse=None everywhere), with `surrogate`
         (as the constructor's) in every layer when given, else the trained one. The forward is
-        the same as this model's. For attacks, which must never see the training-time mask."""
+        the same as this model's. For attacks, which must never see the training-time mask.
+
+        Args:
+            surrogate: None (keep each layer's), or as the constructor's surrogate.
+
+        Returns:
+            The new TabularSNN (this model is unchanged).
+
+        Raises:
+            TypeError: surrogate of an unknown kind.
+            ValueError: a surrogate from snntorch.surrogate with a negative or non-finite
+                parameter.
+        """
         twin = copy.deepcopy(self)
         twin.sparse = None
         sg = None if surrogate is None else _spike_grad.resolve(surrogate)
@@ -217,7 +313,12 @@ class TabularSNN(nn.Module):
         return twin
 
     def reseed(self, seed=None) -> None:
-        """Restarts the rate encoder's random stream (from `seed`, or the constructor's)."""
+        """Restarts the rate encoder's random stream (from `seed`, or the constructor's).
+
+        Args:
+            seed: None (the current self.seed), or the new seed, an int; not checked here (a
+                bad one fails at the next rate-encoded forward, in torch.Generator.manual_seed).
+        """
         if seed is not None:
             self.seed = seed
         self._generators.clear()
