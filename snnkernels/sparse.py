@@ -57,18 +57,19 @@ class TopK:
     """Keep the k largest-magnitude entries of every (time step, sample) row of δI.
 
     Args:
-        k: how many entries to keep per row, an int >= 1 (at most the row's N neurons, checked
-            at the call).
-        fraction: instead of k, the share of the row to keep, in (0, 1]:
+        k: how many entries to keep per row, an integer >= 1 (numbers.Integral, not a bool;
+            at most the row's N neurons, checked at the call).
+        fraction: instead of k, the share of the row to keep, a real number in (0, 1]:
             `k = max(1, round(fraction * N))`.
-        temporal: False (default): the recursion through time uses the unmasked gradient.
-            True: the mask is applied to dL/dh_t, so dropped entries also leave the carry
-            through time.
+        temporal: a bool. False (default): the recursion through time uses the unmasked
+            gradient. True: the mask is applied to dL/dh_t, so dropped entries also leave the
+            carry through time.
 
     Raises:
-        ValueError: both or neither of k and fraction, k < 1, fraction outside (0, 1]; at the
-            call, k larger than the row.
-        TypeError: k not an int, fraction not a real number, temporal not a bool.
+        ValueError: both or neither of k and fraction, k < 1, fraction outside (0, 1] or NaN;
+            at the call, k larger than the row.
+        TypeError: k not an integer, fraction not a real number (a bool included), temporal
+            not a bool.
     """
 
     k: Optional[int] = None
@@ -96,8 +97,14 @@ class TopK:
     def k_for(self, n: int) -> int:
         """k for rows of n neurons.
 
+        Args:
+            n: the number of neurons in a row, an int.
+
+        Returns:
+            k as given, or `max(1, round(fraction * n))` for a fraction.
+
         Raises:
-            ValueError: k > n.
+            ValueError: k given and k > n.
         """
         if self.k is None:
             return max(1, round(float(self.fraction) * n))
@@ -115,7 +122,7 @@ class ActiveWindow:
         width: the half-width of the active window around the threshold, a real number > 0.
 
     Raises:
-        TypeError: width not a real number.
+        TypeError: width not a real number (a bool included).
         ValueError: width <= 0 or NaN.
     """
 
