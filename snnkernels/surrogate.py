@@ -34,9 +34,14 @@ class Surrogate:
     """A surrogate spike gradient: its snnTorch name and user-facing parameters. Made by the
     factories below (atan, fast_sigmoid, ...), not directly; immutable and hashable.
 
-    Attributes:
-        name: the snnTorch factory's name, e.g. "fast_sigmoid".
-        params: ((parameter name, value), ...) in the factory's argument order.
+    Args:
+        name: the snnTorch factory's name, e.g. "fast_sigmoid" (kept as the attribute name).
+        params: ((parameter name, value), ...) in the factory's argument order (kept as the
+            attribute params).
+
+    The constructor checks nothing (the factories do): an unknown name, or a parameter the
+    formula needs missing from params, raises KeyError when kind, constants() or grad() is
+    read, e.g. inside snnkernels.lif.
     """
 
     name: str
@@ -44,15 +49,36 @@ class Surrogate:
 
     @property
     def kind(self) -> int:
-        """The id the kernels take (csrc/lif_math.h, enum class Surrogate)."""
+        """The id the kernels take (csrc/lif_math.h, enum class Surrogate).
+
+        Raises:
+            KeyError: name is not one of the factories' names.
+        """
         return SURROGATE_IDS[self.name]
 
     def param(self, key: str) -> float:
-        """The value of parameter `key` (a KeyError for a name this surrogate does not have)."""
+        """The value of parameter `key`.
+
+        Args:
+            key: a parameter name, e.g. "alpha".
+
+        Returns:
+            Its value, a float.
+
+        Raises:
+            KeyError: this surrogate has no parameter `key`.
+        """
         return dict(self.params)[key]
 
     def constants(self) -> tuple[float, float]:
-        """(p0, p1) as the kernels take them (see csrc/lif_math.h), computed in double once."""
+        """(p0, p1) as the kernels take them (see csrc/lif_math.h), computed in double once.
+
+        Returns:
+            The tuple (p0, p1) of Python floats (0.0 where unused).
+
+        Raises:
+            KeyError: a parameter the formula needs is missing from params.
+        """
         if self.name == "atan":
             alpha = self.param("alpha")
             return alpha / 2.0, math.pi / 2.0 * alpha
@@ -65,8 +91,17 @@ class Surrogate:
         return 0.0, 0.0
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
-        """sigma'(z) in plain torch (z: any floating-point tensor; the result has its shape,
-        dtype and device): the reference implementation's formula."""
+        """sigma'(z) in plain torch: the reference implementation's formula.
+
+        Args:
+            z: U - threshold, a floating-point tensor of any shape, dtype and device.
+
+        Returns:
+            sigma'(z), of z's shape, dtype and device.
+
+        Raises:
+            KeyError: a parameter the formula needs is missing from params.
+        """
         p0, p1 = self.constants()
         if self.name == "atan":
             return p0 / (1.0 + (p1 * z) ** 2)
@@ -105,6 +140,13 @@ def atan(alpha: float = 2.0) -> Surrogate:
 
     Args:
         alpha: the sharpness, a finite real number >= 0.
+
+    Returns:
+        The Surrogate.
+
+    Raises:
+        TypeError: alpha not a real number (a bool included).
+        ValueError: alpha negative, infinite or NaN.
     """
     return Surrogate("atan", (("alpha", _check("alpha", alpha, factory="atan")),))
 
@@ -114,6 +156,13 @@ def fast_sigmoid(slope: float = 25) -> Surrogate:
 
     Args:
         slope: the sharpness k, a finite real number >= 0.
+
+    Returns:
+        The Surrogate.
+
+    Raises:
+        TypeError: slope not a real number (a bool included).
+        ValueError: slope negative, infinite or NaN.
     """
     return Surrogate("fast_sigmoid", (("slope", _check("slope", slope, factory="fast_sigmoid")),))
 
@@ -124,6 +173,13 @@ def sigmoid(slope: float = 25) -> Surrogate:
 
     Args:
         slope: the sharpness k, a finite real number >= 0.
+
+    Returns:
+        The Surrogate.
+
+    Raises:
+        TypeError: slope not a real number (a bool included).
+        ValueError: slope negative, infinite or NaN.
     """
     return Surrogate("sigmoid", (("slope", _check("slope", slope, factory="sigmoid")),))
 
@@ -134,6 +190,13 @@ def spike_rate_escape(beta: float = 1, slope: float = 25) -> Surrogate:
     Args:
         beta: the decay of the peak, a finite real number >= 0.
         slope: the height of the peak, a finite real number >= 0.
+
+    Returns:
+        The Surrogate.
+
+    Raises:
+        TypeError: beta or slope not a real number (a bool included).
+        ValueError: beta or slope negative, infinite or NaN.
     """
     f = "spike_rate_escape"
     return Surrogate(f, (("beta", _check("beta", beta, factory=f)), ("slope", _check("slope", slope, factory=f))))
@@ -145,17 +208,32 @@ def triangular(threshold: float = 1) -> Surrogate:
 
     Args:
         threshold: the magnitude, a finite real number >= 0.
+
+    Returns:
+        The Surrogate.
+
+    Raises:
+        TypeError: threshold not a real number (a bool included).
+        ValueError: threshold negative, infinite or NaN.
     """
     return Surrogate("triangular", (("threshold", _check("threshold", threshold, factory="triangular")),))
 
 
 def straight_through_estimator() -> Surrogate:
-    """sigma'(z) = 1."""
+    """sigma'(z) = 1.
+
+    Returns:
+        The Surrogate.
+    """
     return Surrogate("straight_through_estimator")
 
 
 def heaviside() -> Surrogate:
-    """sigma'(z) = H(z): the gradient passes only where the neuron fired."""
+    """sigma'(z) = H(z): the gradient passes only where the neuron fired.
+
+    Returns:
+        The Surrogate.
+    """
     return Surrogate("heaviside")
 
 
