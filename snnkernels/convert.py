@@ -28,9 +28,20 @@ def convert(model: nn.Module) -> nn.Module:
     are kept as they are, with a warning naming them. Layers already converted are left alone.
     A model without any snntorch.Leaky is returned unchanged, with a warning.
 
+    Args:
+        model: a torch.nn.Module (a snntorch.Leaky itself included); its submodules are
+            visited recursively.
+
+    Returns:
+        `model`, converted in place; or, when `model` is itself a convertible snntorch.Leaky,
+            its replacement.
+
     Raises:
         TypeError: model is not a torch.nn.Module.
         ImportError: snntorch is not installed.
+
+    Warns:
+        UserWarning: layers kept unconverted (named), or no snntorch.Leaky in the model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"snnkernels.convert: model must be a torch.nn.Module, got "
@@ -116,7 +127,24 @@ def _unsupported(layer):
 
 
 def from_snntorch(layer) -> _leaky.Leaky:
-    """The ConvertedLeaky equivalent of one snntorch.Leaky (assumed supported)."""
+    """The ConvertedLeaky equivalent of one snntorch.Leaky, sharing its parameters, buffers
+    and state (the same tensors), in its train/eval mode. convert() calls it for each layer it
+    converts; unlike convert(), it does not remove `layer` from snnTorch's instance list.
+
+    Args:
+        layer: a snntorch.Leaky that convert() would convert. Nothing else is checked: a
+            layer with inhibition=True or a reset_mechanism changed after construction, or
+            another neuron with the same attributes (e.g. snntorch.Synaptic), is converted
+            without an error into a Leaky that does not compute what it did.
+
+    Returns:
+        The new snnkernels.nn.converted.ConvertedLeaky.
+
+    Raises:
+        TypeError: a spike_grad the kernels do not support.
+        ValueError: a snntorch.surrogate spike_grad with a negative or non-finite parameter.
+        AttributeError: `layer` lacks a snntorch.Leaky attribute (not a snnTorch neuron).
+    """
     from .nn.converted import ConvertedLeaky
 
     learnable = {k: isinstance(getattr(layer, k), nn.Parameter)
