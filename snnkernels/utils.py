@@ -14,6 +14,9 @@ def reset(model: nn.Module) -> nn.Module:
 
     Args:
         model: any torch.nn.Module; its submodules are visited recursively.
+
+    Returns:
+        `model` itself.
     """
     for module in model.modules():
         if callable(getattr(module, "reset_mem", None)):
@@ -27,6 +30,9 @@ def detach(model: nn.Module) -> nn.Module:
 
     Args:
         model: any torch.nn.Module; its submodules are visited recursively.
+
+    Returns:
+        `model` itself.
     """
     for module in model.modules():
         if isinstance(module, Leaky):
