@@ -48,7 +48,14 @@ _NO_LAYER = contextlib.nullcontext()
 @dataclass(frozen=True)
 class LayerMetrics:
     """One layer's counts as fractions in [0, 1]; None where nothing of that kind was counted
-    (no backward ran inside the recording, or the layer has no active window)."""
+    (no backward ran inside the recording, or the layer has no active window). Made by
+    Recording.layers(); the arguments are kept as attributes.
+
+    Args:
+        spike_rate: the fraction of nonzero forward spikes, or None.
+        grad_current_density: the fraction of nonzero current-gradient entries δI, or None.
+        active_window_fraction: the fraction of membranes inside the ActiveWindow, or None.
+    """
 
     spike_rate: Optional[float]
     grad_current_density: Optional[float]
@@ -79,12 +86,24 @@ class Recording:
         self._unnamed = 0
 
     def layers(self) -> dict:
-        """{layer name: LayerMetrics}, in the order the layers first ran."""
+        """The counts so far (reading them syncs with the device).
+
+        Returns:
+            {layer name: LayerMetrics}, in the order the layers first ran.
+        """
         return {name: LayerMetrics(*(c.fraction() for c in counters))
                 for name, counters in self._layers.items()}
 
     def layer_key(self, op: str) -> str:
-        """The name a forward of `op` counts under (see the module docstring)."""
+        """The name a forward of `op` counts under (see the module docstring); called by the
+        ops, which then pass it to spikes, current_gradient and active_window.
+
+        Args:
+            op: the op's name, e.g. "lif_forward", used when no layer() name is open.
+
+        Returns:
+            The layer() name in effect, else "<op>#<n>".
+        """
         if _layer_name is not None:
             key = _layer_name
         else:
@@ -97,15 +116,28 @@ class Recording:
         self._layers[key][0].add(torch.count_nonzero(spk), spk.numel())
 
     def current_gradient(self, key: str, grad: torch.Tensor, entries: Optional[int] = None):
-        """grad: δI densely, or a compact form holding its entries (zeros where not kept);
-        entries: how many δI has (grad.numel() when dense)."""
+        """Counts the nonzero entries of one backward's current gradient.
+
+        Args:
+            key: the layer's key, from layer_key.
+            grad: δI densely, or a compact form holding its entries (zeros where not kept);
+                a tensor on any device.
+            entries: how many entries δI has (None: grad.numel(), when dense).
+        """
         self._layers[key][1].add(torch.count_nonzero(grad),
                                  grad.numel() if entries is None else entries)
 
     def active_window(self, key: str, h: torch.Tensor, threshold: torch.Tensor,
                       width: float) -> None:
-        """h: the membranes before the step's reset [T, M]; threshold: the kernels' P values,
-        neuron n using value n % P (P divides M)."""
+        """Counts the membranes inside the active window |h - threshold| < width.
+
+        Args:
+            key: the layer's key, from layer_key.
+            h: the membranes before the step's reset `[T, M]`.
+            threshold: the kernels' P threshold values, neuron n using value n % P (P divides
+                M), on h's device.
+            width: the ActiveWindow's width.
+        """
         if h.numel() == 0:
             return
         p = threshold.numel()
@@ -115,7 +147,14 @@ class Recording:
 
 @contextlib.contextmanager
 def record():
-    """Opens a recording (see the module docstring); yields the Recording."""
+    """Opens a recording (see the module docstring), a context manager.
+
+    Yields:
+        The Recording; read it with layers() (during or after the block).
+
+    Raises:
+        RuntimeError: a recording is already open.
+    """
     global current
     if current is not None:
         raise RuntimeError("snnkernels.mechanism.record(): a recording is already open")
@@ -128,7 +167,17 @@ def record():
 
 def layer(name: str):
     """The context inside which ops count under `name` (while recording; else it does
-    nothing)."""
+    nothing).
+
+    Args:
+        name: the layer's name, a non-empty str.
+
+    Returns:
+        A context manager.
+
+    Raises:
+        ValueError: name not a non-empty str.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"snnkernels.mechanism.layer: name must be a non-empty str, got "
                          f"{name!r}")
