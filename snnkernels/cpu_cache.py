@@ -19,8 +19,13 @@ from . import _extension  # noqa: F401  (loads the ops)
 
 
 def info() -> dict:
-    """{'cached_bytes', 'limit_bytes', 'hits', 'misses'}: free buffers held now, the cap on
-    them, and how many large outputs were served from the cache or from new memory."""
+    """The cache's state in this process.
+
+    Returns:
+        {'cached_bytes', 'limit_bytes', 'hits', 'misses'}, ints: free buffers held now, the
+            cap on them, and how many large outputs were served from the cache or from new
+            memory.
+    """
     cached, limit, hits, misses = torch.ops.snnkernels.cpu_cache_info()
     return {"cached_bytes": cached, "limit_bytes": limit, "hits": hits, "misses": misses}
 
@@ -30,11 +35,12 @@ def set_limit(megabytes: int) -> None:
     above the new cap now.
 
     Args:
-        megabytes: the cap in MiB, an int >= 0.
+        megabytes: the cap in MiB, a Python int >= 0 (not a bool).
 
     Raises:
         TypeError: megabytes not an int.
         ValueError: megabytes < 0.
+        RuntimeError: megabytes >= 2^43 (the byte count does not fit the op's int64).
     """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int):
         raise TypeError(f"megabytes must be an int, got {type(megabytes).__name__}")
