@@ -45,11 +45,13 @@ def topk_keep(grad: torch.Tensor, k: int) -> torch.Tensor:
     descending sort (what topk would give with ties to the lower index). NaN ranks as +inf.
 
     Args:
-        grad: a floating-point tensor [..., N], any device.
-        k: how many entries of each row to keep, 1 <= k <= N.
+        grad: a floating-point tensor [..., N] (at least 1-dim), any device.
+        k: how many entries of each row to keep, an int with 1 <= k <= N. Not checked: a
+            larger k keeps every entry, k = 0 none, and a negative k acts as a slice end
+            (N + k entries kept).
 
     Returns:
-        A bool tensor shaped like grad, True at the kept entries.
+        A bool tensor shaped like grad, on its device, True at the kept entries.
     """
     mag = grad.abs()
     mag = torch.where(mag.isnan(), torch.full_like(mag, float("inf")), mag)
@@ -79,11 +81,32 @@ def lif(
     graded_spikes_factor=1.0,
     sparse=None,
 ):
-    """Same signature, results and errors as snnkernels.lif (see its arguments), on any device
-    and floating dtype torch supports, at the speed of a Python time loop. The sparse masks
-    (snnkernels.sparse, whose docstring defines them) are gates on gradients: TopK on x_t's
-    gradient (on h_t's with temporal=True), ActiveWindow on h_t's, with a windowed surrogate and
-    the same-step reset detached."""
+    """Same signature and results as snnkernels.lif, on any device and floating dtype torch
+    supports, at the speed of a Python time loop. The sparse masks (snnkernels.sparse, whose
+    docstring defines them) are gates on gradients: TopK on x_t's gradient (on h_t's with
+    temporal=True), ActiveWindow on h_t's, with a windowed surrogate and the same-step reset
+    detached.
+
+    Args:
+        x: the input current `[T, *batch]`, a floating-point tensor of any floating dtype, on
+            any device.
+        beta: as snnkernels.lif's (clamped to [0, 1]).
+        threshold: as snnkernels.lif's.
+        mem0: as snnkernels.lif's.
+        surrogate: as snnkernels.lif's.
+        reset_mechanism: as snnkernels.lif's.
+        reset_delay: as snnkernels.lif's.
+        graded_spikes_factor: as snnkernels.lif's.
+        sparse: as snnkernels.lif's.
+
+    Returns:
+        The tuple (spk, mem), both shaped like x, of x's dtype and device.
+
+    Raises:
+        TypeError: as snnkernels.lif, except that no dtype is refused (x only needs to be
+            floating-point).
+        ValueError: as snnkernels.lif.
+    """
     _args.check_x(x)
     beta = _args.check_neuron_param(beta, "beta", x)
     threshold = _args.check_neuron_param(threshold, "threshold", x)
@@ -142,9 +165,28 @@ def lif(
 
 def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
                reset_mechanism="subtract", reset_delay=True, sparse=None):
-    """Same signature, results and errors as snnkernels.linear_lif (see its arguments):
-    I = x W^T + b by a dense matmul, then lif(I, ...); with a sparse mask the matmul's backward
-    sees the masked dL/dI."""
+    """Same signature and results as snnkernels.linear_lif: I = x W^T + b by a dense matmul,
+    then lif(I, ...); with a sparse mask the matmul's backward sees the masked dL/dI.
+
+    Args:
+        x: the layer input `[T, B, F]`, a floating-point tensor of any floating dtype, on any
+            device.
+        weight: `[N, F]`, of x's dtype and device.
+        bias: `[N]` or None, of x's dtype and device.
+        beta: as snnkernels.linear_lif's.
+        threshold: as snnkernels.linear_lif's.
+        surrogate: as snnkernels.lif's.
+        reset_mechanism: as snnkernels.lif's.
+        reset_delay: as snnkernels.lif's.
+        sparse: as snnkernels.linear_lif's.
+
+    Returns:
+        The tuple (spk, mem), both `[T, B, N]`, of x's dtype and device.
+
+    Raises:
+        TypeError: as snnkernels.linear_lif, except that no dtype is refused.
+        ValueError: as snnkernels.linear_lif, except the limit on the rows `T * B`.
+    """
     _args.check_linear(x, weight, bias)
     current = torch.matmul(x, weight.t())
     if bias is not None:
