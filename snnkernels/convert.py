@@ -132,20 +132,35 @@ def from_snntorch(layer) -> _leaky.Leaky:
     converts; unlike convert(), it does not remove `layer` from snnTorch's instance list.
 
     Args:
-        layer: a snntorch.Leaky that convert() would convert. Nothing else is checked: a
-            layer with inhibition=True or a reset_mechanism changed after construction, or
-            another neuron with the same attributes (e.g. snntorch.Synaptic), is converted
-            without an error into a Leaky that does not compute what it did.
+        layer: a snntorch.Leaky (the exact class) that convert() would convert. What convert()
+            keeps with a warning is refused here with an error.
 
     Returns:
         The new snnkernels.nn.converted.ConvertedLeaky.
 
     Raises:
-        TypeError: a spike_grad the kernels do not support.
-        ValueError: a snntorch.surrogate spike_grad with a negative or non-finite parameter.
-        AttributeError: `layer` lacks a snntorch.Leaky attribute (not a snnTorch neuron).
+        TypeError: layer is not a snntorch.Leaky, or is a subclass of it (its own dynamics,
+            e.g. snntorch.DeltaLeaky) or another neuron (e.g. snntorch.Synaptic); a spike_grad
+            the kernels do not support.
+        ValueError: a setting the kernels cannot run exactly (inhibition=True, state_quant, a
+            reset_mechanism changed after construction), named in the message; a
+            snntorch.surrogate spike_grad with a negative or non-finite parameter.
+        ImportError: snntorch is not installed.
     """
+    import snntorch
+
     from .nn.converted import ConvertedLeaky
+
+    if type(layer) is not snntorch.Leaky:
+        raise TypeError(f"from_snntorch: layer must be a snntorch.Leaky (exactly: its "
+                        f"subclasses and snnTorch's other neurons compute something else), got "
+                        f"{type(layer).__module__}.{type(layer).__qualname__}")
+    if not layer.surrogate_disable:
+        _spike_grad.resolve(layer.spike_grad)  # the kernels' TypeError, naming spike_grad
+    reason = _unsupported(layer)  # the rule convert() keeps a layer by
+    if reason is not None:
+        raise ValueError(f"from_snntorch: the kernels cannot run this layer exactly "
+                         f"({reason}); convert() keeps such a layer as snntorch.Leaky")
 
     learnable = {k: isinstance(getattr(layer, k), nn.Parameter)
                  for k in ("beta", "threshold", "graded_spikes_factor")}

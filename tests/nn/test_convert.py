@@ -17,6 +17,7 @@ from torch import nn
 import snnkernels
 from snnkernels import nn as knn
 from snnkernels import utils
+from snnkernels.convert import from_snntorch
 from snnkernels.nn.converted import ConvertedLeaky
 
 from helpers import SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, assert_close
@@ -195,3 +196,38 @@ def test_utils_reset_and_detach():
     assert utils.reset(model) is model
     for layer in model[1:]:
         assert torch.equal(layer.mem, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: snntorch.Synaptic(alpha=0.5, beta=0.9), "Synaptic"),
+    (lambda: snntorch.DeltaLeaky(beta=0.5), "DeltaLeaky"),
+    (lambda: nn.Linear(2, 2), "Linear"),
+    (lambda: knn.Leaky(beta=0.5), "Leaky"),
+], ids=["Synaptic", "DeltaLeaky", "Linear", "snnkernels-Leaky"])
+def test_from_snntorch_refuses_what_is_not_a_snntorch_leaky(make, name):
+    with pytest.raises(TypeError, match=rf"layer must be a snntorch\.Leaky.*got \S*{name}"):
+        from_snntorch(make())
+
+
+@pytest.mark.parametrize("layer, setting", [
+    (lambda: snntorch.Leaky(beta=0.5, inhibition=True), "inhibition=True"),
+    (lambda: snntorch.Leaky(beta=0.5, state_quant=lambda m: m), "state_quant"),
+], ids=["inhibition", "state_quant"])
+def test_from_snntorch_refuses_what_convert_keeps(layer, setting):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # snnTorch's own warning on inhibition
+        bad = layer()
+    with pytest.raises(ValueError, match=setting):
+        from_snntorch(bad)
+
+
+def test_from_snntorch_refuses_a_reset_mechanism_changed_after_construction():
+    layer = snntorch.Leaky(beta=0.5)
+    layer.reset_mechanism = "zero"
+    with pytest.raises(ValueError, match="reset_mechanism was changed after construction"):
+        from_snntorch(layer)
+
+
+def test_from_snntorch_refuses_an_unsupported_spike_grad():
+    with pytest.raises(TypeError, match="spike_grad="):
+        from_snntorch(snntorch.Leaky(beta=0.5, spike_grad=sts.SSO()))
