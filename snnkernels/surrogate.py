@@ -28,6 +28,17 @@ SURROGATE_IDS = {
     "heaviside": 6,
 }
 
+# The parameters each formula reads, in its factory's argument order.
+_PARAMS = {
+    "atan": ("alpha",),
+    "fast_sigmoid": ("slope",),
+    "sigmoid": ("slope",),
+    "spike_rate_escape": ("beta", "slope"),
+    "triangular": ("threshold",),
+    "straight_through_estimator": (),
+    "heaviside": (),
+}
+
 
 @dataclass(frozen=True)
 class Surrogate:
@@ -39,21 +50,44 @@ class Surrogate:
         params: ((parameter name, value), ...) in the factory's argument order (kept as the
             attribute params).
 
-    The constructor checks nothing (the factories do): an unknown name, or a parameter the
-    formula needs missing from params, raises KeyError when kind, constants() or grad() is
-    read, e.g. inside snnkernels.lif.
+    Raises:
+        ValueError: name not one of the factories' names; params missing a parameter the
+            formula needs, or giving one it does not take (or twice); a parameter negative,
+            infinite or NaN.
+        TypeError: params not a tuple of (str, value) pairs; a parameter not a real number
+            (a bool included).
     """
 
     name: str
     params: tuple[tuple[str, float], ...] = ()
 
+    def __post_init__(self):
+        # Checked here, not when the kernels read kind / constants(): a KeyError deep inside
+        # snnkernels.lif would not say which argument was wrong.
+        if not isinstance(self.name, str) or self.name not in SURROGATE_IDS:
+            raise ValueError(f"Surrogate: name must be one of {', '.join(SURROGATE_IDS)}, got "
+                             f"{self.name!r}")
+        if not isinstance(self.params, tuple) or not all(
+                isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                for p in self.params):
+            raise TypeError(f"Surrogate: params must be a tuple of (name, value) pairs, got "
+                            f"{self.params!r}")
+        keys = [k for k, _ in self.params]
+        expected = _PARAMS[self.name]
+        missing = [k for k in expected if k not in keys]
+        unknown = [k for k in keys if k not in expected]
+        if missing or unknown or len(set(keys)) != len(keys):
+            raise ValueError(
+                f"Surrogate({self.name!r}): params must give exactly "
+                f"{', '.join(expected) or 'no parameters'}; got {', '.join(keys) or 'none'}"
+                + (f" (missing: {', '.join(missing)})" if missing else "")
+                + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        for key, value in self.params:
+            _check(key, value, factory=f"Surrogate({self.name!r})")
+
     @property
     def kind(self) -> int:
-        """The id the kernels take (csrc/lif_math.h, enum class Surrogate).
-
-        Raises:
-            KeyError: name is not one of the factories' names.
-        """
+        """The id the kernels take (csrc/lif_math.h, enum class Surrogate)."""
         return SURROGATE_IDS[self.name]
 
     def param(self, key: str) -> float:
@@ -75,9 +109,6 @@ class Surrogate:
 
         Returns:
             The tuple (p0, p1) of Python floats (0.0 where unused).
-
-        Raises:
-            KeyError: a parameter the formula needs is missing from params.
         """
         if self.name == "atan":
             alpha = self.param("alpha")
@@ -98,9 +129,6 @@ class Surrogate:
 
         Returns:
             sigma'(z), of z's shape, dtype and device.
-
-        Raises:
-            KeyError: a parameter the formula needs is missing from params.
         """
         p0, p1 = self.constants()
         if self.name == "atan":

@@ -127,6 +127,32 @@ def test_bad_surrogate_parameter_type(factory, kwargs, text):
     _raises(factory, kwargs, TypeError, text)
 
 
+@pytest.mark.parametrize("args, exc, text", [
+    (("bogus",), ValueError, r"name must be one of atan, fast_sigmoid, .*got 'bogus'"),
+    ((None,), ValueError, r"name must be one of atan, .*got None"),
+    (("atan",), ValueError, r"Surrogate\('atan'\): params must give exactly alpha; got none "
+                            r"\(missing: alpha\)"),
+    (("spike_rate_escape", (("beta", 1.0),)), ValueError, r"\(missing: slope\)"),
+    (("sigmoid", (("slope", 1.0), ("alpha", 2.0))), ValueError, r"\(unknown: alpha\)"),
+    (("heaviside", (("slope", 1.0),)), ValueError, r"no parameters; got slope \(unknown: slope\)"),
+    (("atan", (("alpha", 1.0), ("alpha", 2.0))), ValueError, r"exactly alpha; got alpha, alpha"),
+    (("atan", [("alpha", 2.0)]), TypeError, r"params must be a tuple of \(name, value\) pairs"),
+    (("atan", (("alpha", "2"),)), TypeError, r"Surrogate\('atan'\)\(\): alpha must be a real"),
+    (("atan", (("alpha", -1.0),)), ValueError, r"alpha must be finite and >= 0, got -1.0"),
+], ids=["unknown-name", "name-None", "atan-no-alpha", "missing-slope", "unknown-key",
+        "heaviside-with-param", "duplicate-key", "params-list", "param-str", "param-negative"])
+def test_surrogate_constructor_checks_name_and_params(args, exc, text):
+    with pytest.raises(exc, match=text):
+        S.Surrogate(*args)
+
+
+def test_surrogate_constructor_accepts_what_the_factories_make():
+    for factory in (S.atan, S.fast_sigmoid, S.sigmoid, S.spike_rate_escape, S.triangular,
+                    S.straight_through_estimator, S.heaviside):
+        made = factory()
+        assert S.Surrogate(made.name, made.params) == made
+
+
 def test_cuda_tensor_on_cpu_only_build(monkeypatch):
     """A CUDA tensor given to a CPU-only build: the error says the build is CPU-only and how to
     rebuild. (No CUDA tensor can be made here: a stand-in object with .device = cuda, and a
