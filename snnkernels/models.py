@@ -224,7 +224,7 @@ class TabularSNN(nn.Module):
         self.in_features, self.num_classes, self.T = in_features, num_classes, T
         self.encoder, self.readout, self.seed = encoder, readout, seed
         self.sparse = sparse
-        sg = _spike_grad.resolve(surrogate)
+        sg = _spike_grad.resolve(surrogate, name="surrogate")
         neuron = dict(beta=beta, threshold=threshold, surrogate=sg, reset_delay=reset_delay,
                       learn_beta=learn_beta, learn_threshold=learn_threshold)
         widths = (in_features,) + hidden
@@ -305,7 +305,7 @@ class TabularSNN(nn.Module):
         """
         twin = copy.deepcopy(self)
         twin.sparse = None
-        sg = None if surrogate is None else _spike_grad.resolve(surrogate)
+        sg = None if surrogate is None else _spike_grad.resolve(surrogate, name="surrogate")
         for layer in list(twin.layers) + [twin.output]:
             layer.sparse = None
             if sg is not None:

@@ -17,9 +17,11 @@ from .. import surrogate as S
 DISABLED = S.atan(alpha=0.0)
 
 
-def resolve(spike_grad, surrogate_disable: bool = False) -> S.Surrogate:
+def resolve(spike_grad, surrogate_disable: bool = False,
+            name: str = "spike_grad") -> S.Surrogate:
     """None -> atan(alpha=2.0) (snnTorch's default); a snnkernels Surrogate passes; one of
-    snnTorch's surrogate closures is translated; anything else is a TypeError."""
+    snnTorch's surrogate closures is translated; anything else is a TypeError naming the
+    caller's argument `name`."""
     if surrogate_disable:
         return DISABLED
     if spike_grad is None:
@@ -29,12 +31,13 @@ def resolve(spike_grad, surrogate_disable: bool = False) -> S.Surrogate:
     recognized = from_snntorch(spike_grad)
     if recognized is not None:
         return recognized
-    supported = ", ".join(f"{name}(...)" for name in S.SURROGATE_IDS)
+    supported = ", ".join(f"{s}(...)" for s in S.SURROGATE_IDS)
     raise TypeError(
-        f"spike_grad={spike_grad!r} is not supported by the fused kernels. Supported: None "
+        f"{name}={spike_grad!r} is not supported by the fused kernels. Supported: None "
         f"(atan(alpha=2.0)), snnkernels.surrogate.{{{supported}}} and snntorch.surrogate's "
         f"factories of the same names. Other callables (snntorch.surrogate.SSO, LSO, SFS, "
-        "custom_surrogate, your own functions) are not: keep snntorch.Leaky for those layers."
+        "custom_surrogate, your own functions) are not"
+        + (": keep snntorch.Leaky for those layers." if name == "spike_grad" else ".")
     )
 
 

@@ -170,8 +170,16 @@ def test_bad_arguments():
             TabularSNN(F, **kwargs)
     with pytest.raises(ValueError, match=r"\[batch, 6\]"):
         model()(torch.zeros(T, B, F))
-    with pytest.raises(TypeError, match="spike_grad"):
-        TabularSNN(F, surrogate=lambda z: z)
+
+
+@pytest.mark.parametrize("make", [lambda bad: TabularSNN(F, surrogate=bad),
+                                  lambda bad: TabularSNN(F).dense_copy(surrogate=bad)],
+                         ids=["constructor", "dense_copy"])
+@pytest.mark.parametrize("bad", ["x", lambda z: z], ids=["str", "callable"])
+def test_bad_surrogate_is_named_surrogate(make, bad):
+    with pytest.raises(TypeError, match=r"^surrogate=.* is not supported") as info:
+        make(bad)
+    assert "spike_grad" not in str(info.value)
 
 
 def params_grads(net, x, encoder_seed=None):
