@@ -26,6 +26,8 @@ from .nn import spike_grad as _spike_grad
 
 ENCODERS = ("direct", "rate")
 READOUTS = ("spike_count", "membrane")
+# The seeds torch.Generator.manual_seed accepts (a negative one is taken modulo 2^64).
+_SEED_MIN, _SEED_END = -(2**63), 2**64
 
 
 class SpikingLinear(nn.Module):
@@ -184,7 +186,8 @@ class TabularSNN(nn.Module):
         reset_mechanism: "subtract" | "zero" | "none" (hidden layers, and the output layer with
             the spike-count readout).
         reset_delay: as snnkernels.lif's.
-        seed: the rate encoder's seed, an int.
+        seed: the rate encoder's seed, an int in [-2^63, 2^64) (what
+            torch.Generator.manual_seed takes; not a bool).
 
     Inside snnkernels.mechanism.record() the layers count under their submodule names
     ("layers.0", ..., "output").
@@ -192,7 +195,8 @@ class TabularSNN(nn.Module):
     Raises:
         ValueError: a width, in_features, num_classes or T that is not a positive int; an
             unknown encoder, readout or reset_mechanism; a TopK k larger than a hidden width;
-            a surrogate from snntorch.surrogate with a negative or non-finite parameter.
+            a surrogate from snntorch.surrogate with a negative or non-finite parameter; seed
+            outside [-2^63, 2^64).
         TypeError: hidden not iterable, beta or threshold not a real number, reset_delay not
             a bool, seed not an int, surrogate or sparse of an unknown kind.
     """
@@ -219,8 +223,7 @@ class TabularSNN(nn.Module):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"TabularSNN: {name} must be a float, got {value!r}")
         _args.check_reset(reset_mechanism, reset_delay)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"TabularSNN: seed must be an int, got {seed!r}")
+        seed = _check_seed(seed, "TabularSNN")
         self.in_features, self.num_classes, self.T = in_features, num_classes, T
         self.encoder, self.readout, self.seed = encoder, readout, seed
         self.sparse = sparse
@@ -316,16 +319,31 @@ class TabularSNN(nn.Module):
         """Restarts the rate encoder's random stream (from `seed`, or the constructor's).
 
         Args:
-            seed: None (the current self.seed), or the new seed, an int; not checked here (a
-                bad one fails at the next rate-encoded forward, in torch.Generator.manual_seed).
+            seed: None (the current self.seed), or the new seed, an int in [-2^63, 2^64) (not
+                a bool), as the constructor's.
+
+        Raises:
+            TypeError: seed not None or an int.
+            ValueError: seed outside [-2^63, 2^64).
         """
         if seed is not None:
-            self.seed = seed
+            self.seed = _check_seed(seed, "TabularSNN.reseed")
         self._generators.clear()
 
     def extra_repr(self) -> str:
         return (f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}, "
                 f"sparse={self.sparse!r}")
+
+
+def _check_seed(seed, where: str) -> int:
+    """seed as torch.Generator.manual_seed takes it, checked now: a bad one would otherwise fail
+    at the first rate-encoded forward, inside torch."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{where}: seed must be an int, got {seed!r}")
+    if not _SEED_MIN <= seed < _SEED_END:
+        raise ValueError(f"{where}: seed must be in [-2**63, 2**64) (torch.Generator's range), "
+                         f"got {seed}")
+    return int(seed)
 
 
 def _check_input(x, weight) -> None:

@@ -115,6 +115,32 @@ def test_rate_encoder_is_seeded_and_differentiable():
     assert g.abs().sum() > 0, "straight-through: gradient reaches the features"
 
 
+@pytest.mark.parametrize("seed, exc, text", [
+    ("a", TypeError, r"seed must be an int, got 'a'"),
+    (True, TypeError, r"seed must be an int, got True"),
+    (1.0, TypeError, r"seed must be an int, got 1.0"),
+    (2**64, ValueError, r"seed must be in \[-2\*\*63, 2\*\*64\)"),
+    (-(2**63) - 1, ValueError, r"seed must be in \[-2\*\*63, 2\*\*64\)"),
+], ids=["str", "bool", "float", "too-large", "too-small"])
+def test_bad_seed_is_refused_by_constructor_and_reseed(seed, exc, text):
+    with pytest.raises(exc, match=r"TabularSNN: " + text):
+        TabularSNN(F, encoder="rate", seed=seed)
+    net = TabularSNN(F, encoder="rate", seed=5)
+    with pytest.raises(exc, match=r"TabularSNN.reseed: " + text):
+        net.reseed(seed)
+    assert net.seed == 5
+
+
+@pytest.mark.parametrize("seed", [-(2**63), 2**64 - 1])
+def test_seed_range_ends_are_accepted(seed):
+    """The ends of torch.Generator.manual_seed's range run (and reseed takes them too)."""
+    x = torch.rand(2, F)
+    net = TabularSNN(F, encoder="rate", seed=seed)
+    first = net(x)
+    net.reseed(seed)
+    assert torch.equal(net(x), first)
+
+
 def test_dtype_and_batch_size_changes_mid_use():
     net = model(readout="membrane")
     x = data()
