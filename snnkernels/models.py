@@ -41,7 +41,7 @@ class SpikingLinear(nn.Module):
         in_features: F, the input width (nn.Linear's in_features).
         out_features: H, the number of neurons (nn.Linear's out_features).
         beta: the decay: a real number or a tensor as snnkernels.lif's beta; with learn_beta a
-            real number (its float() fills the [H] Parameter).
+            real number or a one-element tensor (its float() fills the [H] Parameter).
         threshold: as beta (learn_threshold for the Parameter).
         surrogate: None or a snnkernels.surrogate object (TabularSNN translates snnTorch's).
         reset_mechanism: "subtract" | "zero" | "none".
@@ -51,8 +51,10 @@ class SpikingLinear(nn.Module):
         sparse: None or snnkernels.sparse.TopK / ActiveWindow (rows of H neurons).
 
     Raises:
-        TypeError: sparse of an unknown kind.
-        ValueError: a TopK k larger than out_features.
+        TypeError: in_features or out_features not an int (a bool included); with learn_beta
+            (learn_threshold) beta (threshold) not a real number or one-element tensor;
+            sparse of an unknown kind.
+        ValueError: in_features or out_features negative; a TopK k larger than out_features.
 
     The other arguments are checked at the call, with snnkernels.lif's and linear_lif's
     errors (a bad surrogate, reset_mechanism, reset_delay, beta or threshold).
@@ -64,11 +66,16 @@ class SpikingLinear(nn.Module):
                  reset_mechanism, reset_delay, learn_beta=False, learn_threshold=False,
                  sparse=None):
         super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"SpikingLinear: {name} must be an int, got {value!r}")
+            if value < 0:
+                raise ValueError(f"SpikingLinear: {name} must be >= 0, got {value}")
         _sparse.resolve(sparse, out_features)  # a wrong spec fails here, not at the first call
         self.sparse = sparse
         self.linear = nn.Linear(in_features, out_features)
-        self.beta = nn.Parameter(torch.full((out_features,), float(beta))) if learn_beta else beta
-        self.threshold = (nn.Parameter(torch.full((out_features,), float(threshold)))
+        self.beta = _learnable(beta, "beta", out_features) if learn_beta else beta
+        self.threshold = (_learnable(threshold, "threshold", out_features)
                           if learn_threshold else threshold)
         self.surrogate = surrogate
         self.reset_mechanism = reset_mechanism
@@ -333,6 +340,16 @@ class TabularSNN(nn.Module):
     def extra_repr(self) -> str:
         return (f"T={self.T}, encoder={self.encoder!r}, readout={self.readout!r}, "
                 f"sparse={self.sparse!r}")
+
+
+def _learnable(value, name: str, width: int) -> nn.Parameter:
+    """The [width] Parameter filled with `value`; float() alone would accept a numeric str and
+    raise an error that does not name the argument."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or (
+            isinstance(value, torch.Tensor) and value.numel() == 1)):
+        raise TypeError(f"SpikingLinear: {name} must be a real number (or a one-element tensor) "
+                        f"with learn_{name}=True, got {type(value).__name__}")
+    return nn.Parameter(torch.full((width,), float(value)))
 
 
 def _check_seed(seed, where: str) -> int:

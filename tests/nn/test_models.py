@@ -13,7 +13,7 @@ from torch import nn
 
 from snnkernels import surrogate as S
 from snnkernels.sparse import ActiveWindow, TopK
-from snnkernels.models import TabularSNN
+from snnkernels.models import SpikingLinear, TabularSNN
 
 from helpers import GRAD_TOL, SNNTORCH_FORWARD_TOL, SNNTORCH_GRAD_TOL, assert_close
 
@@ -206,6 +206,40 @@ def test_bad_surrogate_is_named_surrogate(make, bad):
     with pytest.raises(TypeError, match=r"^surrogate=.* is not supported") as info:
         make(bad)
     assert "spike_grad" not in str(info.value)
+
+
+def spiking_linear(*widths, **overrides):
+    kwargs = dict(beta=0.9, threshold=1.0, surrogate=None, reset_mechanism="subtract",
+                  reset_delay=True)
+    kwargs.update(overrides)
+    return SpikingLinear(*widths, **kwargs)
+
+
+@pytest.mark.parametrize("widths, exc, text", [
+    ((-1, 3), ValueError, r"in_features must be >= 0, got -1"),
+    ((2, -3), ValueError, r"out_features must be >= 0, got -3"),
+    ((2.5, 3), TypeError, r"in_features must be an int, got 2.5"),
+    ((2, True), TypeError, r"out_features must be an int, got True"),
+], ids=["in-negative", "out-negative", "in-float", "out-bool"])
+def test_spiking_linear_bad_width(widths, exc, text):
+    with pytest.raises(exc, match=r"SpikingLinear: " + text):
+        spiking_linear(*widths)
+
+
+@pytest.mark.parametrize("name", ["beta", "threshold"])
+@pytest.mark.parametrize("bad", ["x", "0.9", None, True, torch.ones(2)],
+                         ids=["str", "numeric-str", "None", "bool", "two-elements"])
+def test_spiking_linear_bad_learnable_parameter(name, bad):
+    with pytest.raises(TypeError, match=rf"SpikingLinear: {name} must be a real number .*"
+                                        rf"learn_{name}=True"):
+        spiking_linear(2, 3, **{name: bad, f"learn_{name}": True})
+
+
+def test_spiking_linear_learnable_parameter_from_a_number_or_one_element_tensor():
+    layer = spiking_linear(2, 3, beta=torch.tensor(0.5), learn_beta=True, threshold=2,
+                           learn_threshold=True)
+    assert torch.equal(layer.beta, torch.full((3,), 0.5))
+    assert torch.equal(layer.threshold, torch.full((3,), 2.0))
 
 
 def params_grads(net, x, encoder_seed=None):
