@@ -19,6 +19,12 @@ def check_x(x) -> None:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def check_steps(steps) -> None:
+    """A number of time steps: a Python int >= 0 (not a bool)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+
+
 def check_neuron_param(value, name: str, x: torch.Tensor):
     """A Python number, or a tensor broadcastable to x.shape[1:] on x's device (a 0-dim CPU
     tensor is also accepted, as torch accepts CPU scalars)."""

@@ -133,8 +133,7 @@ def lif_constant(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (the input current), got {type(x).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    _args.check_steps(steps)
     # the argument checks take the [T, *batch] input the current stands for
     neuron = _Neuron.checked(x.unsqueeze(0), beta, threshold, graded_spikes_factor, mem0,
                              surrogate, reset_mechanism, reset_delay)

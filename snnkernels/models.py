@@ -117,11 +117,11 @@ class SpikingLinear(nn.Module):
 
         Raises:
             TypeError: as snnkernels.lif_constant / snnkernels.lif.
-            ValueError: as snnkernels.lif_constant / snnkernels.lif; steps is checked
-                (ValueError) only on the dense CPU path, elsewhere it goes to
-                Tensor.expand unchecked.
+            ValueError: steps not an int >= 0 (a bool included), on every path; otherwise as
+                snnkernels.lif_constant / snnkernels.lif.
             RuntimeError: as snnkernels.lif.
         """
+        _args.check_steps(steps)  # the expand path below would pass a bad steps to torch
         if (self.sparse is None and self.constant_kernel and current.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")):
             return lif_constant(current, steps, self.beta, self.threshold,

@@ -242,6 +242,15 @@ def test_spiking_linear_learnable_parameter_from_a_number_or_one_element_tensor(
     assert torch.equal(layer.threshold, torch.full((3,), 2.0))
 
 
+@pytest.mark.parametrize("sparse", [None, TopK(k=1)], ids=["dense-cpu", "sparse"])
+@pytest.mark.parametrize("steps", [-1, 2.5, True, "3"])
+def test_from_constant_checks_steps_on_every_path(sparse, steps):
+    """The sparse layer takes the path CUDA takes (the fused LIF on the expanded current)."""
+    layer = spiking_linear(2, 3, sparse=sparse)
+    with pytest.raises(ValueError, match=r"steps must be an int >= 0"):
+        layer.from_constant(torch.rand(4, 3), steps)
+
+
 def params_grads(net, x, encoder_seed=None):
     net.zero_grad()
     if encoder_seed is not None:
