@@ -4,6 +4,8 @@ It follows snnTorch 1.0.0's Leaky step by step (the same operations in the same 
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from . import _args
@@ -46,13 +48,27 @@ def topk_keep(grad: torch.Tensor, k: int) -> torch.Tensor:
 
     Args:
         grad: a floating-point tensor [..., N] (at least 1-dim), any device.
-        k: how many entries of each row to keep, an int with 1 <= k <= N. Not checked: a
-            larger k keeps every entry, k = 0 none, and a negative k acts as a slice end
-            (N + k entries kept).
+        k: how many entries of each row to keep, an int with 1 <= k <= N (not a bool).
 
     Returns:
         A bool tensor shaped like grad, on its device, True at the kept entries.
+
+    Raises:
+        TypeError: grad not a floating-point tensor; k not an int (a bool included).
+        ValueError: a 0-dim grad; k outside [1, N].
     """
+    if not isinstance(grad, torch.Tensor) or not grad.is_floating_point():
+        what = f"dtype {grad.dtype}" if isinstance(grad, torch.Tensor) else type(grad).__name__
+        raise TypeError(f"topk_keep: grad must be a floating-point tensor, got {what}")
+    if grad.dim() == 0:
+        raise ValueError("topk_keep: grad must be at least 1-dim [..., N], got a 0-dim tensor")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"topk_keep: k must be an int, got {type(k).__name__}")
+    n = grad.shape[-1]
+    # a slice end would not fail: 0 keeps nothing, a negative k N + k, a larger k everything
+    if not 1 <= k <= n:
+        raise ValueError(f"topk_keep: k must be in [1, N] with N = grad.shape[-1] = {n}, "
+                         f"got {k}")
     mag = grad.abs()
     mag = torch.where(mag.isnan(), torch.full_like(mag, float("inf")), mag)
     order = torch.sort(mag, dim=-1, descending=True, stable=True).indices[..., :k]

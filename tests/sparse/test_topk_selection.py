@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snnkernels import reference
 from snnkernels import surrogate as S
 
 from helpers import run_portable
@@ -85,3 +86,28 @@ def test_portable_path_gives_the_same_bits(tmp_path):
     for (pv, pi), (hv, hi) in zip(portable, here):
         assert torch.equal(pi, hi)
         assert torch.equal(pv.view(-1).nan_to_num(nan=7.0), hv.view(-1).nan_to_num(nan=7.0))
+
+@pytest.mark.parametrize("k", [1, 5, 16, 17])
+def test_reference_topk_keep_is_the_stable_topk(k):
+    rows = hard_rows(17, torch.float64)
+    kept = reference.topk_keep(rows, k)
+    assert torch.equal(kept.nonzero()[:, 1].view(-1, k).to(torch.int32),
+                       expected_indices(rows, k))
+
+
+@pytest.mark.parametrize("grad, k, exc, text", [
+    (torch.randn(2, 4), 0, ValueError, r"k must be in \[1, N\] with N = grad.shape\[-1\] = 4, "
+                                       r"got 0"),
+    (torch.randn(2, 4), 5, ValueError, r"k must be in \[1, N\] .* got 5"),
+    (torch.randn(2, 4), -1, ValueError, r"k must be in \[1, N\] .* got -1"),
+    (torch.randn(2, 4), True, TypeError, r"k must be an int, got bool"),
+    (torch.randn(2, 4), 2.0, TypeError, r"k must be an int, got float"),
+    (torch.tensor(1.0), 1, ValueError, r"grad must be at least 1-dim"),
+    (torch.ones(4, dtype=torch.long), 1, TypeError, r"grad must be a floating-point tensor, "
+                                                    r"got dtype torch.int64"),
+    ([1.0, 2.0], 1, TypeError, r"grad must be a floating-point tensor, got list"),
+], ids=["k-0", "k-above-N", "k-negative", "k-bool", "k-float", "grad-0-dim", "grad-int",
+        "grad-list"])
+def test_reference_topk_keep_bad_arguments(grad, k, exc, text):
+    with pytest.raises(exc, match=r"topk_keep: " + text):
+        reference.topk_keep(grad, k)
