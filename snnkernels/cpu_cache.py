@@ -17,6 +17,10 @@ import torch
 
 from . import _extension  # noqa: F401  (loads the ops)
 
+MAX_MEGABYTES = (2**63 - 1) >> 20
+"""The largest cap set_limit takes, in MiB (2^43 - 1): the op takes the cap in bytes as an
+int64."""
+
 
 def info() -> dict:
     """The cache's state in this process.
@@ -35,17 +39,20 @@ def set_limit(megabytes: int) -> None:
     above the new cap now.
 
     Args:
-        megabytes: the cap in MiB, a Python int >= 0 (not a bool).
+        megabytes: the cap in MiB, a Python int from 0 to MAX_MEGABYTES = 2^43 - 1 (the most
+            whose byte count fits an int64), not a bool.
 
     Raises:
         TypeError: megabytes not an int.
-        ValueError: megabytes < 0.
-        RuntimeError: megabytes >= 2^43 (the byte count does not fit the op's int64).
+        ValueError: megabytes < 0 or > MAX_MEGABYTES.
     """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int):
         raise TypeError(f"megabytes must be an int, got {type(megabytes).__name__}")
     if megabytes < 0:
         raise ValueError(f"megabytes must be >= 0, got {megabytes}")
+    if megabytes > MAX_MEGABYTES:
+        raise ValueError(f"megabytes must be at most {MAX_MEGABYTES} (2**43 - 1: the cap in "
+                         f"bytes is an int64), got {megabytes}")
     torch.ops.snnkernels.cpu_cache_set_limit(megabytes << 20)
 
 

@@ -125,6 +125,17 @@ def test_set_limit_rejects_bad_values(value, error):
         cpu_cache.set_limit(value)
 
 
+@pytest.mark.parametrize("value", [2**43, 2**70])
+def test_set_limit_rejects_a_cap_above_int64_bytes(value):
+    with pytest.raises(ValueError, match=rf"megabytes must be at most {2**43 - 1} .*got {value}"):
+        cpu_cache.set_limit(value)
+
+
+def test_set_limit_takes_the_largest_cap(cache_limit):
+    cpu_cache.set_limit(cpu_cache.MAX_MEGABYTES)
+    assert cpu_cache.info()["limit_bytes"] == cpu_cache.MAX_MEGABYTES << 20
+
+
 @pytest.mark.parametrize("value", ["abc", "-5", "12x"])
 def test_bad_environment_value_fails_at_import(value):
     env = dict(os.environ, SNNKERNELS_CPU_CACHE_MB=value)
