@@ -17,7 +17,11 @@ def reset(model: nn.Module) -> nn.Module:
 
     Returns:
         `model` itself.
+
+    Raises:
+        TypeError: model is not a torch.nn.Module.
     """
+    _check_module(model, "reset")
     for module in model.modules():
         if callable(getattr(module, "reset_mem", None)):
             module.reset_mem()
@@ -33,8 +37,18 @@ def detach(model: nn.Module) -> nn.Module:
 
     Returns:
         `model` itself.
+
+    Raises:
+        TypeError: model is not a torch.nn.Module.
     """
+    _check_module(model, "detach")
     for module in model.modules():
         if isinstance(module, Leaky):
             module.detach_hidden()
     return model
+
+
+def _check_module(model, fn: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"snnkernels.utils.{fn}: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")

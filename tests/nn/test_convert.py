@@ -198,6 +198,15 @@ def test_utils_reset_and_detach():
         assert torch.equal(layer.mem, torch.zeros(4, 3))
 
 
+@pytest.mark.parametrize("fn", [utils.reset, utils.detach], ids=["reset", "detach"])
+@pytest.mark.parametrize("bad", [None, torch.zeros(3), [knn.Leaky(beta=0.5)]],
+                         ids=["None", "tensor", "list"])
+def test_utils_reset_and_detach_refuse_a_non_module(fn, bad):
+    with pytest.raises(TypeError, match=rf"utils\.{fn.__name__}: model must be a "
+                                        rf"torch\.nn\.Module, got {type(bad).__name__}"):
+        fn(bad)
+
+
 @pytest.mark.parametrize("make, name", [
     (lambda: snntorch.Synaptic(alpha=0.5, beta=0.9), "Synaptic"),
     (lambda: snntorch.DeltaLeaky(beta=0.5), "DeltaLeaky"),
