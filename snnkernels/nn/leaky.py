@@ -252,7 +252,7 @@ class Leaky(nn.Module):
         Raises:
             TypeError: input_ or mem not a tensor, mem passed with init_hidden, a mem of the
                 neuron shape that is not floating-point; input_'s and the parameters' errors of
-                snnkernels.lif (x standing for input_, mem0 for mem).
+                snnkernels.lif (x standing for input_).
             ValueError: a non-empty mem on another device than input_; the parameters'
                 broadcast and device errors of snnkernels.lif (against the neuron shape).
             RuntimeError: a CUDA input_ given to a CPU-only build.
@@ -337,6 +337,9 @@ class Leaky(nn.Module):
             _check_tensor(mem, "mem")
             if mem.numel() > 0 and mem.device != x.device:
                 raise ValueError(f"mem is on {mem.device} but the input is on {x.device}")
+            if tuple(mem.shape) == tuple(shape) and not mem.is_floating_point():
+                # lif would refuse it too, but as its own argument mem0
+                raise TypeError(f"mem must be a floating-point tensor, got dtype {mem.dtype}")
             if mem.numel() > 0 and tuple(mem.shape) != tuple(shape):
                 warnings.warn(
                     f"snnkernels.nn.Leaky: mem of shape {tuple(mem.shape)} does not match the "

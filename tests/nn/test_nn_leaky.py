@@ -232,6 +232,16 @@ def test_mem_with_init_hidden_raises():
         layer(torch.ones(2, 3), torch.zeros(2, 3))
 
 
+@pytest.mark.parametrize("step_mode", ["single", "multi"])
+def test_integer_mem_of_the_neuron_shape_is_named_mem(step_mode):
+    layer = knn.Leaky(beta=0.5, step_mode=step_mode)
+    x = torch.ones(2, 3) if step_mode == "single" else torch.ones(4, 2, 3)
+    with pytest.raises(TypeError, match=r"^mem must be a floating-point tensor, got dtype "
+                                        r"torch\.int64"):
+        layer(x, torch.zeros(2, 3, dtype=torch.long))
+    assert layer.mem.numel() == 0, "the refused mem is not stored"
+
+
 def test_mem_of_wrong_shape_warns_and_restarts_like_snntorch():
     x, mem = torch.rand(2, 3) + 0.5, torch.ones(4, 3)
     expected = snntorch.Leaky(beta=0.5)(x, mem)
