@@ -25,9 +25,10 @@ def check_steps(steps) -> None:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
 
 
-def check_neuron_param(value, name: str, x: torch.Tensor):
+def check_neuron_param(value, name: str, x: torch.Tensor, shape_name: str = "x.shape[1:]"):
     """A Python number, or a tensor broadcastable to x.shape[1:] on x's device (a 0-dim CPU
-    tensor is also accepted, as torch accepts CPU scalars)."""
+    tensor is also accepted, as torch accepts CPU scalars). shape_name: what the caller's user
+    knows that neuron shape as (x stands for another input in lif_constant and linear_lif)."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a float or a tensor, got bool")
     if isinstance(value, numbers.Real):
@@ -40,14 +41,14 @@ def check_neuron_param(value, name: str, x: torch.Tensor):
     if not broadcasts_to(tuple(value.shape), batch):
         raise ValueError(
             f"{name} of shape {tuple(value.shape)} does not broadcast to the neuron shape "
-            f"x.shape[1:] = {batch}"
+            f"{shape_name} = {batch}"
         )
     if value.device != x.device and not (value.dim() == 0 and value.device.type == "cpu"):
         raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
     return drop_leading_ones(value, batch)
 
 
-def check_mem0(mem0, x: torch.Tensor):
+def check_mem0(mem0, x: torch.Tensor, shape_name: str = "x.shape[1:]"):
     if mem0 is None:
         return None
     if not isinstance(mem0, torch.Tensor):
@@ -57,7 +58,7 @@ def check_mem0(mem0, x: torch.Tensor):
     batch = tuple(x.shape[1:])
     if not broadcasts_to(tuple(mem0.shape), batch):
         raise ValueError(
-            f"mem0 of shape {tuple(mem0.shape)} does not broadcast to x.shape[1:] = {batch}"
+            f"mem0 of shape {tuple(mem0.shape)} does not broadcast to {shape_name} = {batch}"
         )
     if mem0.device != x.device:
         raise ValueError(f"mem0 is on {mem0.device} but x is on {x.device}")

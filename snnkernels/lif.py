@@ -136,7 +136,7 @@ def lif_constant(
     _args.check_steps(steps)
     # the argument checks take the [T, *batch] input the current stands for
     neuron = _Neuron.checked(x.unsqueeze(0), beta, threshold, graded_spikes_factor, mem0,
-                             surrogate, reset_mechanism, reset_delay)
+                             surrogate, reset_mechanism, reset_delay, shape_name="x.shape")
     check_kernel_input(x, "lif_constant")
     if x.device.type != "cpu":
         return lif(x.expand(steps, *x.shape), neuron.beta, neuron.threshold, neuron.mem0,
@@ -161,12 +161,13 @@ class _Neuron(NamedTuple):
 
     @classmethod
     def checked(cls, x, beta, threshold, graded_spikes_factor, mem0, surrogate, reset_mechanism,
-                reset_delay) -> "_Neuron":
+                reset_delay, shape_name: str = "x.shape[1:]") -> "_Neuron":
         _args.check_x(x)
-        beta = _args.check_neuron_param(beta, "beta", x)
-        threshold = _args.check_neuron_param(threshold, "threshold", x)
-        graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", x)
-        mem0 = _args.check_mem0(mem0, x)
+        beta = _args.check_neuron_param(beta, "beta", x, shape_name)
+        threshold = _args.check_neuron_param(threshold, "threshold", x, shape_name)
+        graded = _args.check_neuron_param(graded_spikes_factor, "graded_spikes_factor", x,
+                                          shape_name)
+        mem0 = _args.check_mem0(mem0, x, shape_name)
         reset_id = _args.check_reset(reset_mechanism, reset_delay)
         return cls(beta, threshold, graded, mem0, _surrogate.resolve(surrogate), reset_id,
                    reset_delay)

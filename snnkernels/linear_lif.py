@@ -71,8 +71,9 @@ def op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_
     steps, batch, _ = x.shape
     n = weight.shape[0]
     like = _args.current_like(x, n)
-    beta = _args.check_neuron_param(beta, "beta", like)
-    threshold = _args.check_neuron_param(threshold, "threshold", like)
+    # the neurons are the current's [B, N], not x's [B, F]
+    beta = _args.check_neuron_param(beta, "beta", like, "[B, N]")
+    threshold = _args.check_neuron_param(threshold, "threshold", like, "[B, N]")
     reset_id = _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
     mask = _sparse.resolve(sparse, n)

@@ -204,6 +204,10 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
         ValueError: as snnkernels.linear_lif, except the limit on the rows `T * B`.
     """
     _args.check_linear(x, weight, bias)
+    # checked here as linear_lif does: lif's errors would call the current's [B, N] x.shape[1:]
+    like = _args.current_like(x, weight.shape[0])
+    _args.check_neuron_param(beta, "beta", like, "[B, N]")
+    _args.check_neuron_param(threshold, "threshold", like, "[B, N]")
     current = torch.matmul(x, weight.t())
     if bias is not None:
         current = current + bias

@@ -155,9 +155,12 @@ def test_bad_current_and_parameters():
         snnkernels.lif_constant([1.0, 2.0], 3, 0.9)
     with pytest.raises(TypeError, match="floating-point"):
         snnkernels.lif_constant(torch.ones(2, 3, dtype=torch.int64), 3, 0.9)
-    with pytest.raises(ValueError, match="beta of shape"):
+    # the neuron shape is x.shape here (x is one step's current), not x.shape[1:]
+    with pytest.raises(ValueError, match=r"beta of shape \(4,\) does not broadcast to the "
+                                         r"neuron shape x\.shape = \(2, 3\)"):
         snnkernels.lif_constant(torch.randn(2, 3), 3, torch.rand(4))
-    with pytest.raises(ValueError, match="mem0 of shape"):
+    with pytest.raises(ValueError, match=r"mem0 of shape \(5,\) does not broadcast to "
+                                         r"x\.shape = \(2, 3\)"):
         snnkernels.lif_constant(torch.randn(2, 3), 3, 0.9, mem0=torch.zeros(5))
     with pytest.raises(ValueError, match="reset_mechanism"):
         snnkernels.lif_constant(torch.randn(2, 3), 3, 0.9, reset_mechanism="soft")

@@ -301,7 +301,8 @@ def test_bad_linear_lif_arguments(fn):
         (dict(weight=w.double()), TypeError, "weight has dtype torch.float64"),
         (dict(x=torch.randn(4, 6)), ValueError, r"x must be \[T, B, F\]"),
         (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \[N\]"),
-        (dict(beta=torch.rand(4)), ValueError, "beta of shape"),
+        (dict(beta=torch.rand(4)), ValueError, r"beta of shape \(4,\) does not broadcast to "
+                                               r"the neuron shape \[B, N\] = \(3, 5\)"),
         (dict(sparse=sp.TopK(k=6)), ValueError, "k = 6 is larger than the N = 5"),
         (dict(sparse="window"), TypeError, "sparse must be None"),
     ]
