@@ -395,7 +395,7 @@ CASES = [
      Raises(T, r"hidden must be a sequence of layer widths")),
     ("tabular-encoder", lambda: models.TabularSNN(7, encoder="poisson"), Raises(V, r"encoder must be one of")),
     ("tabular-readout", lambda: models.TabularSNN(7, readout="max"), Raises(V, r"readout must be one of")),
-    ("tabular-surrogate", lambda: models.TabularSNN(7, surrogate="atan"), Raises(T, r"spike_grad='atan'")),
+    ("tabular-surrogate", lambda: models.TabularSNN(7, surrogate="atan"), Raises(T, r"surrogate='atan'")),
     ("tabular-sparse", lambda: models.TabularSNN(7, sparse="topk"), Raises(T, r"sparse must be None")),
     ("tabular-beta-str-regression", lambda: models.TabularSNN(7, beta="a"), Raises(T, r"beta must be a float")),
     ("tabular-threshold-None-regression", lambda: models.TabularSNN(7, threshold=None),
