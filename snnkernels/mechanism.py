@@ -113,6 +113,12 @@ class Recording:
         return key
 
     def spikes(self, key: str, spk: torch.Tensor) -> None:
+        """Counts the spikes of one forward.
+
+        Args:
+            key: the layer's key, from layer_key.
+            spk: the layer's spikes, a tensor on any device (nonzero entries count).
+        """
         self._layers[key][0].add(torch.count_nonzero(spk), spk.numel())
 
     def current_gradient(self, key: str, grad: torch.Tensor, entries: Optional[int] = None):
