@@ -189,12 +189,12 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
             device.
         weight: `[N, F]`, of x's dtype and device.
         bias: `[N]` or None, of x's dtype and device.
-        beta: as snnkernels.linear_lif's.
-        threshold: as snnkernels.linear_lif's.
-        surrogate: as snnkernels.lif's.
-        reset_mechanism: as snnkernels.lif's.
-        reset_delay: as snnkernels.lif's.
-        sparse: as snnkernels.linear_lif's.
+        beta: as in snnkernels.linear_lif.
+        threshold: as in snnkernels.linear_lif.
+        surrogate: as in snnkernels.lif.
+        reset_mechanism: as in snnkernels.lif.
+        reset_delay: as in snnkernels.lif.
+        sparse: as in snnkernels.linear_lif.
 
     Returns:
         The tuple (spk, mem), both `[T, B, N]`, of x's dtype and device.

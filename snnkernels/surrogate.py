@@ -82,8 +82,9 @@ class Surrogate:
                 f"{', '.join(expected) or 'no parameters'}; got {', '.join(keys) or 'none'}"
                 + (f" (missing: {', '.join(missing)})" if missing else "")
                 + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-        for key, value in self.params:
-            _check(key, value, factory=f"Surrogate({self.name!r})")
+        # floats from here on, so equal parameters give equal (and equally hashed) surrogates
+        object.__setattr__(self, "params", tuple((k, _check(k, v, factory=self.name))
+                                                 for k, v in self.params))
 
     @property
     def kind(self) -> int:
@@ -169,14 +170,11 @@ def atan(alpha: float = 2.0) -> Surrogate:
     Args:
         alpha: the sharpness, a finite real number >= 0.
 
-    Returns:
-        The Surrogate.
-
     Raises:
-        TypeError: alpha not a real number (a bool included).
-        ValueError: alpha negative, infinite or NaN.
+        TypeError, ValueError: alpha not a real number (TypeError), or negative, infinite or
+            NaN (ValueError).
     """
-    return Surrogate("atan", (("alpha", _check("alpha", alpha, factory="atan")),))
+    return Surrogate("atan", (("alpha", alpha),))
 
 
 def fast_sigmoid(slope: float = 25) -> Surrogate:
@@ -185,14 +183,11 @@ def fast_sigmoid(slope: float = 25) -> Surrogate:
     Args:
         slope: the sharpness k, a finite real number >= 0.
 
-    Returns:
-        The Surrogate.
-
     Raises:
-        TypeError: slope not a real number (a bool included).
-        ValueError: slope negative, infinite or NaN.
+        TypeError, ValueError: slope not a real number (TypeError), or negative, infinite or
+            NaN (ValueError).
     """
-    return Surrogate("fast_sigmoid", (("slope", _check("slope", slope, factory="fast_sigmoid")),))
+    return Surrogate("fast_sigmoid", (("slope", slope),))
 
 
 def sigmoid(slope: float = 25) -> Surrogate:
@@ -200,16 +195,13 @@ def sigmoid(slope: float = 25) -> Surrogate:
     overflows (docs/semantics.md).
 
     Args:
-        slope: the sharpness k, a finite real number >= 0.
-
-    Returns:
-        The Surrogate.
+        slope: the logistic's sharpness k, a finite real number >= 0.
 
     Raises:
-        TypeError: slope not a real number (a bool included).
-        ValueError: slope negative, infinite or NaN.
+        TypeError, ValueError: slope not a real number (TypeError), or negative, infinite or
+            NaN (ValueError).
     """
-    return Surrogate("sigmoid", (("slope", _check("slope", slope, factory="sigmoid")),))
+    return Surrogate("sigmoid", (("slope", slope),))
 
 
 def spike_rate_escape(beta: float = 1, slope: float = 25) -> Surrogate:
@@ -219,15 +211,11 @@ def spike_rate_escape(beta: float = 1, slope: float = 25) -> Surrogate:
         beta: the decay of the peak, a finite real number >= 0.
         slope: the height of the peak, a finite real number >= 0.
 
-    Returns:
-        The Surrogate.
-
     Raises:
-        TypeError: beta or slope not a real number (a bool included).
-        ValueError: beta or slope negative, infinite or NaN.
+        TypeError, ValueError: beta or slope not a real number (TypeError), or negative,
+            infinite or NaN (ValueError).
     """
-    f = "spike_rate_escape"
-    return Surrogate(f, (("beta", _check("beta", beta, factory=f)), ("slope", _check("slope", slope, factory=f))))
+    return Surrogate("spike_rate_escape", (("beta", beta), ("slope", slope)))
 
 
 def triangular(threshold: float = 1) -> Surrogate:
@@ -235,33 +223,22 @@ def triangular(threshold: float = 1) -> Surrogate:
     included, reproduced for parity).
 
     Args:
-        threshold: the magnitude, a finite real number >= 0.
-
-    Returns:
-        The Surrogate.
+        threshold: the gradient's magnitude on either side, a finite real number >= 0.
 
     Raises:
-        TypeError: threshold not a real number (a bool included).
-        ValueError: threshold negative, infinite or NaN.
+        TypeError, ValueError: threshold not a real number (TypeError), or negative, infinite or
+            NaN (ValueError).
     """
-    return Surrogate("triangular", (("threshold", _check("threshold", threshold, factory="triangular")),))
+    return Surrogate("triangular", (("threshold", threshold),))
 
 
 def straight_through_estimator() -> Surrogate:
-    """sigma'(z) = 1.
-
-    Returns:
-        The Surrogate.
-    """
+    """sigma'(z) = 1."""
     return Surrogate("straight_through_estimator")
 
 
 def heaviside() -> Surrogate:
-    """sigma'(z) = H(z): the gradient passes only where the neuron fired.
-
-    Returns:
-        The Surrogate.
-    """
+    """sigma'(z) = H(z): the gradient passes only where the neuron fired."""
     return Surrogate("heaviside")
 
 

@@ -16,13 +16,12 @@ def reset(model: nn.Module) -> nn.Module:
         model: any torch.nn.Module; its submodules are visited recursively.
 
     Returns:
-        `model` itself.
+        `model` itself, its spiking layers' state zeroed.
 
     Raises:
         TypeError: model is not a torch.nn.Module.
     """
-    _check_module(model, "reset")
-    for module in model.modules():
+    for module in _modules(model, "reset"):
         if callable(getattr(module, "reset_mem", None)):
             module.reset_mem()
     return model
@@ -36,19 +35,20 @@ def detach(model: nn.Module) -> nn.Module:
         model: any torch.nn.Module; its submodules are visited recursively.
 
     Returns:
-        `model` itself.
+        `model` itself, with each Leaky's state detached.
 
     Raises:
         TypeError: model is not a torch.nn.Module.
     """
-    _check_module(model, "detach")
-    for module in model.modules():
+    for module in _modules(model, "detach"):
         if isinstance(module, Leaky):
             module.detach_hidden()
     return model
 
 
-def _check_module(model, fn: str) -> None:
+def _modules(model, fn: str):
+    """model.modules(), once model is known to be a module (a TypeError naming it otherwise)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"snnkernels.utils.{fn}: model must be a torch.nn.Module, got "
                         f"{type(model).__name__}")
+    return model.modules()

@@ -137,7 +137,7 @@ def test_bad_surrogate_parameter_type(factory, kwargs, text):
     (("heaviside", (("slope", 1.0),)), ValueError, r"no parameters; got slope \(unknown: slope\)"),
     (("atan", (("alpha", 1.0), ("alpha", 2.0))), ValueError, r"exactly alpha; got alpha, alpha"),
     (("atan", [("alpha", 2.0)]), TypeError, r"params must be a tuple of \(name, value\) pairs"),
-    (("atan", (("alpha", "2"),)), TypeError, r"Surrogate\('atan'\)\(\): alpha must be a real"),
+    (("atan", (("alpha", "2"),)), TypeError, r"atan\(\): alpha must be a real"),
     (("atan", (("alpha", -1.0),)), ValueError, r"alpha must be finite and >= 0, got -1.0"),
 ], ids=["unknown-name", "name-None", "atan-no-alpha", "missing-slope", "unknown-key",
         "heaviside-with-param", "duplicate-key", "params-list", "param-str", "param-negative"])
