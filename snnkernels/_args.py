@@ -120,7 +120,9 @@ def check_linear(x, weight, bias) -> None:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
 
 
-def current_like(x: torch.Tensor, n: int) -> torch.Tensor:
-    """A stand-in with the shape [T, B, N] of linear_lif's current I (one element, expanded),
-    so the neuron parameters are validated against I's neuron shape [B, N]."""
-    return x.new_empty((1,)).expand(x.shape[0], x.shape[1], n)
+def check_layer_params(x: torch.Tensor, n: int, beta, threshold):
+    """linear_lif's beta and threshold checked as check_neuron_param's, against the neuron
+    shape [B, N] of its current I = x W^T + b (not x's [B, F]); returns them as it does."""
+    like = x.new_empty((1,)).expand(x.shape[0], x.shape[1], n)  # I's shape, one element
+    return (check_neuron_param(beta, "beta", like, "[B, N]"),
+            check_neuron_param(threshold, "threshold", like, "[B, N]"))

@@ -70,10 +70,7 @@ def op_args(x, weight, bias, beta, threshold, surrogate, reset_mechanism, reset_
     _args.check_linear(x, weight, bias)
     steps, batch, _ = x.shape
     n = weight.shape[0]
-    like = _args.current_like(x, n)
-    # the neurons are the current's [B, N], not x's [B, F]
-    beta = _args.check_neuron_param(beta, "beta", like, "[B, N]")
-    threshold = _args.check_neuron_param(threshold, "threshold", like, "[B, N]")
+    beta, threshold = _args.check_layer_params(x, n, beta, threshold)
     reset_id = _args.check_reset(reset_mechanism, reset_delay)
     sg = _surrogate.resolve(surrogate)
     mask = _sparse.resolve(sparse, n)

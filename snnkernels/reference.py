@@ -205,9 +205,7 @@ def linear_lif(x, weight, bias, beta, threshold=1.0, *, surrogate=None,
     """
     _args.check_linear(x, weight, bias)
     # checked here as linear_lif does: lif's errors would call the current's [B, N] x.shape[1:]
-    like = _args.current_like(x, weight.shape[0])
-    _args.check_neuron_param(beta, "beta", like, "[B, N]")
-    _args.check_neuron_param(threshold, "threshold", like, "[B, N]")
+    _args.check_layer_params(x, weight.shape[0], beta, threshold)
     current = torch.matmul(x, weight.t())
     if bias is not None:
         current = current + bias
