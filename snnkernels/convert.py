@@ -84,7 +84,7 @@ def _convert_tree(module: nn.Module, path: str, found: _Found) -> nn.Module:
             found.converted += 1
             from .nn.converted import unregister
             unregister(module)  # snnTorch's instance list would keep it alive forever
-            return from_snntorch(module)
+            return _converted(module)
         found.kept.append(f"{path}: {reason}")
     elif isinstance(module, snntorch.Leaky):
         found.kept.append(f"{path}: {type(module).__name__} is a subclass of snntorch.Leaky "
@@ -128,8 +128,9 @@ def _unsupported(layer):
 
 def from_snntorch(layer) -> _leaky.Leaky:
     """The ConvertedLeaky equivalent of one snntorch.Leaky, sharing its parameters, buffers
-    and state (the same tensors), in its train/eval mode. convert() calls it for each layer it
-    converts; unlike convert(), it does not remove `layer` from snnTorch's instance list.
+    and state (the same tensors), in its train/eval mode. convert() builds each layer it
+    converts the same way; unlike convert(), it does not remove `layer` from snnTorch's
+    instance list.
 
     Args:
         layer: a snntorch.Leaky (the exact class) that convert() would convert. What convert()
@@ -149,8 +150,6 @@ def from_snntorch(layer) -> _leaky.Leaky:
     """
     import snntorch
 
-    from .nn.converted import ConvertedLeaky
-
     if type(layer) is not snntorch.Leaky:
         raise TypeError(f"from_snntorch: layer must be a snntorch.Leaky (exactly: its "
                         f"subclasses and snnTorch's other neurons compute something else), got "
@@ -161,6 +160,13 @@ def from_snntorch(layer) -> _leaky.Leaky:
     if reason is not None:
         raise ValueError(f"from_snntorch: the kernels cannot run this layer exactly "
                          f"({reason}); convert() keeps such a layer as snntorch.Leaky")
+    return _converted(layer)
+
+
+def _converted(layer) -> _leaky.Leaky:
+    """from_snntorch's result for a layer already known to convert exactly (convert() checks it
+    by the same rule before calling this)."""
+    from .nn.converted import ConvertedLeaky
 
     learnable = {k: isinstance(getattr(layer, k), nn.Parameter)
                  for k in ("beta", "threshold", "graded_spikes_factor")}
